@@ -1,0 +1,62 @@
+"""evaluate: data/models/<model>.pt + test features → metrics/<model>.json and reports.
+
+    python -m stages.evaluate lstm
+
+Runs on the CPU whatever device trained the model, so its numbers are the same everywhere
+the weights are.
+"""
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from stages.batches import CsrBatches
+from stages.errors import PipelineError, run_stage
+from stages.files import load_features, load_meta, read_parquet, require
+from stages.model import build
+from stages.paths import SPLIT_TEST, metrics, weights
+from stages.scoring import write_scores
+
+EVAL_BATCH = 1024
+
+
+def load_model(name):
+    """The trained model ``name``, on the CPU, in eval mode.  Never unpickles code."""
+    path = require(weights(name))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = build(checkpoint["config"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as exc:  # a truncated file, a foreign pickle, a mismatched config
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{path} is not a loadable checkpoint ({reason}); "
+                            "rerun `dvc repro` or `dvc pull`") from None
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model, matrix):
+    batches = CsrBatches(matrix, torch.zeros(matrix.shape[0], dtype=torch.long), EVAL_BATCH,
+                         torch.device("cpu"))
+    return torch.cat([model(*inputs) for inputs, _ in batches])
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a model name from the models section of params.yaml")
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    matrix, labels = load_features("test")
+    logits = predict_logits(model, matrix)
+    targets = torch.from_numpy(labels)
+    scores = write_scores(args.model, load_meta()["classes"], read_parquet(SPLIT_TEST, ["id"])["id"].to_pylist(),
+                           labels, logits.argmax(1).numpy(),
+                           parameters=sum(p.numel() for p in model.parameters()),
+                           test_loss=F.cross_entropy(logits, targets).item())
+    print(f"evaluate {args.model}: accuracy {scores['accuracy']:.4f} → {metrics(args.model)}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

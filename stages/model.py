@@ -1,0 +1,104 @@
+"""The recurrent classifier: one class for RNN, LSTM and GRU cells (the cell is a parameter).
+
+Input is the seed's: each document's bag-of-words row fed as a one-step sequence into a
+recurrent layer, then a linear head over the last output.  A single step from a zero state
+makes every recurrent matrix ``W_hh`` multiply zeros, so each gate is ``W_ih·x + b_ih + b_hh``
+(plus, for the GRU's candidate gate, ``r * b_hn``).  That is computed here directly: ``W_ih·x``
+for a sparse row is ``F.embedding_bag(mode="sum")`` over the row's non-zeros, weighted by its
+values, which never densifies the 10,000-wide input.  The weights are laid out exactly as in
+``nn.RNN``/``nn.LSTM``/``nn.GRU`` (minus the ``W_hh`` that cannot act), with the same
+initialisation, so :meth:`RecurrentClassifier.load_torch_rnn` takes
+the weights of the PyTorch module and tests/test_model.py proves outputs and gradients are equal.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+class RecurrentClassifier(nn.Module):
+    def __init__(self, cell, vocab_size, num_classes, hidden_size=128, num_layers=1,
+                 dropout=0.0, bidirectional=False, sparse_input_grad=False):
+        super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(GATES)}")
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.directions = 2 if bidirectional else 1
+        # Sparse gradients touch only the vocabulary rows present in a batch (lazy Adam).
+        self.sparse_input_grad = sparse_input_grad
+        gate_width = GATES[cell] * hidden_size * self.directions
+        # Layer 0 stores W_ih transposed (vocab × gates), the layout embedding_bag reads.
+        self.input_weight = nn.Parameter(torch.empty(vocab_size, gate_width))
+        self.layer_weights = nn.ParameterList(
+            nn.Parameter(torch.empty(gate_width, hidden_size * self.directions))
+            for _ in range(num_layers - 1))
+        self.bias_ih = nn.ParameterList(nn.Parameter(torch.empty(gate_width)) for _ in range(num_layers))
+        self.bias_hh = nn.ParameterList(nn.Parameter(torch.empty(gate_width)) for _ in range(num_layers))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * self.directions, num_classes)
+        self.reset_recurrent_parameters()
+
+    def reset_recurrent_parameters(self):
+        # nn.RNNBase's initialisation: every weight and bias uniform in ±1/sqrt(hidden_size).
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, param in self.named_parameters():
+            if not name.startswith("head."):
+                nn.init.uniform_(param, -bound, bound)
+
+    def step(self, gates_x, bias_hh):
+        """One step from a zero state; ``gates_x`` is W_ih·x + b_ih, per direction."""
+        batch = gates_x.shape[0]
+        gates_x = gates_x.view(batch, self.directions, GATES[self.cell], self.hidden_size)
+        bias_hh = bias_hh.view(self.directions, GATES[self.cell], self.hidden_size)
+        if self.cell == "rnn":
+            hidden = torch.tanh(gates_x[:, :, 0] + bias_hh[:, 0])
+        elif self.cell == "lstm":
+            gates = gates_x + bias_hh
+            in_gate, _forget, cell_gate, out_gate = gates.unbind(2)  # forget gate acts on c0 = 0
+            hidden = torch.sigmoid(out_gate) * torch.tanh(torch.sigmoid(in_gate) * torch.tanh(cell_gate))
+        else:
+            reset = torch.sigmoid(gates_x[:, :, 0] + bias_hh[:, 0])
+            update = torch.sigmoid(gates_x[:, :, 1] + bias_hh[:, 1])
+            candidate = torch.tanh(gates_x[:, :, 2] + reset * bias_hh[:, 2])
+            hidden = (1 - update) * candidate  # + update * h0, and h0 = 0
+        return hidden.reshape(batch, self.directions * self.hidden_size)
+
+    def forward(self, indices, offsets, values):
+        """Logits for a batch of CSR rows: column ``indices``, row ``offsets`` and ``values``."""
+        gates_x = F.embedding_bag(indices, self.input_weight, offsets, mode="sum",
+                                  per_sample_weights=values, sparse=self.sparse_input_grad)
+        hidden = self.step(gates_x + self.bias_ih[0], self.bias_hh[0])
+        for layer, weight in enumerate(self.layer_weights, start=1):
+            hidden = self.step(F.linear(self.drop(hidden), weight, self.bias_ih[layer]),
+                               self.bias_hh[layer])
+        return self.head(self.drop(hidden))
+
+    # ---- the mapping to and from PyTorch's own recurrent modules --------------------------
+    def _torch_names(self):
+        """(our parameter, slice of its rows, nn.RNN-style name) for every recurrent tensor."""
+        width = GATES[self.cell] * self.hidden_size
+        for layer in range(self.num_layers):
+            for direction in range(self.directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                rows = slice(direction * width, (direction + 1) * width)
+                weight = self.input_weight.t() if layer == 0 else self.layer_weights[layer - 1]
+                yield weight, rows, "weight_ih" + suffix
+                yield self.bias_ih[layer], rows, "bias_ih" + suffix
+                yield self.bias_hh[layer], rows, "bias_hh" + suffix
+
+    @torch.no_grad()
+    def load_torch_rnn(self, rnn, head):
+        """Take the weights of a PyTorch recurrent module and linear head (W_hh is unused)."""
+        for ours, rows, name in self._torch_names():
+            ours[rows].copy_(getattr(rnn, name))
+        self.head.load_state_dict(head.state_dict())
+
+
+def build(config):
+    """A RecurrentClassifier from the config saved with its weights."""
+    return RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
+                               hidden_size=config["hidden_size"], num_layers=config["num_layers"],
+                               dropout=config["dropout"], bidirectional=config["bidirectional"])

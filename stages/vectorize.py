@@ -1,0 +1,61 @@
+"""vectorize: data/split/*.parquet → sparse CSR features, labels and the fitted vectorizer.
+
+Fitted on the train split only.  The default is the seed's
+``CountVectorizer(max_features=10000, token_pattern=r'\\b\\w+\\b')``; ``weighting`` switches to
+binary presence or sublinear tf-idf.  Matrices are float32 CSR (``scipy.sparse.save_npz``),
+never densified.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from stages import params
+from stages.errors import PipelineError, run_stage
+from stages.files import atomic_path, read_parquet, save_csr, write_json
+from stages.paths import FEATURES, FEATURES_META, LABELS, SPLIT_TEST, SPLIT_TRAIN, VECTORIZER
+
+
+def make_vectorizer(p):
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    options = dict(max_features=p["max_features"], token_pattern=p["token_pattern"],
+                   lowercase=p["lowercase"], ngram_range=tuple(p["ngram_range"]),
+                   min_df=p["min_df"], max_df=p["max_df"], dtype=np.float32)
+    if p["weighting"] == "tfidf":
+        return TfidfVectorizer(sublinear_tf=True, **options)
+    return CountVectorizer(binary=p["weighting"] == "binary", **options)
+
+
+def main(argv):
+    argparse.ArgumentParser(prog="python -m stages.vectorize", description=__doc__.split("\n")[0]).parse_args(argv)
+    import joblib
+
+    p = params.load("vectorize")
+    train = read_parquet(SPLIT_TRAIN, ["text", "label", "newsgroup"])
+    test = read_parquet(SPLIT_TEST, ["text", "label", "newsgroup"])
+    vectorizer = make_vectorizer(p)
+    try:
+        train_x = vectorizer.fit_transform(train["text"].to_pylist())
+    except ValueError as exc:  # empty vocabulary, min_df above max_df, ...
+        raise PipelineError(f"params.yaml: vectorize settings leave no usable vocabulary: {exc}") from None
+    test_x = vectorizer.transform(test["text"].to_pylist())
+
+    classes = {}
+    for table in (train, test):
+        classes.update(zip(table["label"].to_pylist(), table["newsgroup"].to_pylist()))
+    save_csr(FEATURES["train"], train_x)
+    save_csr(FEATURES["test"], test_x)
+    with atomic_path(LABELS) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, train=train["label"].to_numpy(), test=test["label"].to_numpy())
+    with atomic_path(VECTORIZER) as tmp:
+        joblib.dump(vectorizer, tmp)
+    write_json(FEATURES_META, {"classes": [classes[i] for i in sorted(classes)],
+                      "n_features": train_x.shape[1]})
+    print(f"vectorize ({p['weighting']}): {train_x.shape[0]} train × {train_x.shape[1]} features, "
+          f"{train_x.nnz / max(train_x.shape[0], 1):.0f} non-zeros per document", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

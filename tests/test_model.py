@@ -1,0 +1,73 @@
+"""The fast model computes exactly what nn.RNN / nn.LSTM / nn.GRU compute on a one-step
+sequence from a zero state, the seed's setting: same outputs, same gradients."""
+import pytest
+import scipy.sparse
+import torch
+from torch import nn
+
+from stages.model import RecurrentClassifier
+
+MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class SeedModel(nn.Module):
+    """The seed tutorial's classifier, with its cell type and sizes as arguments."""
+
+    def __init__(self, cell, vocab, hidden, classes, layers, bidirectional):
+        super().__init__()
+        self.rnn = MODULES[cell](vocab, hidden, layers, batch_first=True, bidirectional=bidirectional)
+        self.fc = nn.Linear(hidden * (2 if bidirectional else 1), classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.unsqueeze(1))  # zero initial state, as the seed passes
+        return self.fc(out[:, -1, :])
+
+
+def random_csr(rows, cols, seed):
+    matrix = scipy.sparse.random(rows, cols, density=0.05, format="csr", random_state=seed,
+                                 dtype="float32")
+    matrix.data = (matrix.data * 5).round() + 1  # counts, like CountVectorizer
+    return matrix
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, False), (2, True)])
+def test_outputs_and_gradients_equal_torch_modules(cell, layers, bidirectional):
+    torch.manual_seed(0)
+    vocab, hidden, classes = 300, 16, 5
+    seed = SeedModel(cell, vocab, hidden, classes, layers, bidirectional).double()
+    fast = RecurrentClassifier(cell, vocab, classes, hidden_size=hidden, num_layers=layers,
+                               bidirectional=bidirectional).double()
+    fast.load_torch_rnn(seed.rnn, seed.fc)
+    matrix = random_csr(12, vocab, seed=1)
+    targets = torch.randint(0, classes, (12,))
+
+    expected = seed(torch.from_numpy(matrix.toarray()).double())
+    actual = fast(torch.from_numpy(matrix.indices).long(), torch.from_numpy(matrix.indptr[:-1]).long(),
+                  torch.from_numpy(matrix.data).double())
+    torch.testing.assert_close(actual, expected)
+
+    nn.functional.cross_entropy(expected, targets).backward()
+    nn.functional.cross_entropy(actual, targets).backward()
+    ours = {name: tensor for tensor, name in grads_by_torch_name(fast)}
+    for name, param in seed.rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            assert not param.grad.any(), "a one-step sequence from zero gives W_hh no gradient"
+        else:
+            torch.testing.assert_close(ours[name], param.grad, msg=name)
+    torch.testing.assert_close(fast.head.weight.grad, seed.fc.weight.grad)
+
+
+def grads_by_torch_name(model):
+    # Gradients laid out like nn.RNN's parameters, via the same mapping as load_torch_rnn.
+    for ours, rows, name in model._torch_names():
+        grad = ours.grad if ours.is_leaf else model.input_weight.grad.t()
+        yield grad[rows], name
+
+
+def test_initialisation_matches_torch_ranges():
+    model = RecurrentClassifier("lstm", 1000, 20, hidden_size=128)
+    bound = 1 / 128 ** 0.5
+    weight = model.input_weight.detach()
+    assert weight.abs().max() <= bound
+    assert weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)

@@ -1,0 +1,82 @@
+"""train@<model> and evaluate@<model> on the tiny archive, through the real dvc CLI."""
+import json
+
+import pytest
+import torch
+from conftest import TOPICS, Project
+
+MODELS = ("rnn", "lstm", "gru")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_archive):
+    project = Project(tmp_path_factory.mktemp("trained") / "repo", tiny_archive)
+    project.dvc("repro")
+    return project
+
+
+def metrics(project, name):
+    return json.loads((project.path / f"metrics/{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", MODELS + ("baseline",))
+def test_each_model_beats_chance_by_a_wide_margin(trained, name):
+    scores = metrics(trained, name)
+    chance = 1 / len(TOPICS)
+    assert scores["accuracy"] >= chance + 0.5
+    assert set(scores) >= {"accuracy", "macro_f1", "weighted_f1", "parameters"}
+    if name != "baseline":
+        assert scores["test_loss"] > 0
+
+
+def test_reports_predictions_and_training_log(trained):
+    report = json.loads((trained.path / "metrics/classes/gru.json").read_text())
+    assert set(TOPICS) <= set(report)
+    predictions = (trained.path / "metrics/predictions/gru.csv").read_text().splitlines()
+    assert predictions[0] == "id,actual,predicted"
+    log = (trained.path / "metrics/train/gru.csv").read_text().splitlines()
+    assert log[0] == "epoch,loss,accuracy,seconds" and len(log) == 11
+
+
+def test_training_is_deterministic_on_cpu(trained):
+    before = {name: (trained.path / f"metrics/{name}.json").read_bytes() for name in MODELS}
+    trained.dvc("repro", "--force", "--single-item", "train@lstm", "evaluate@lstm")
+    trained.dvc("repro", "--force", "--single-item", "train@rnn", "evaluate@rnn")
+    for name in ("lstm", "rnn"):
+        assert (trained.path / f"metrics/{name}.json").read_bytes() == before[name]
+
+
+def test_saved_weights_reload_with_weights_only_and_predict_the_same(trained):
+    import csv
+
+    checkpoint = torch.load(trained.path / "data/models/lstm.pt", weights_only=True)
+    assert checkpoint["device"] == "cpu" and checkpoint["torch_version"] == torch.__version__
+    assert checkpoint["config"]["cell"] == "lstm" and checkpoint["config"]["hidden_size"] == 128
+    result = trained.run("python", "-c", (
+        "from stages.evaluate import load_model, predict_logits\n"
+        "from stages.files import load_features\n"
+        "x, _ = load_features('test')\n"
+        "print(' '.join(map(str, predict_logits(load_model('lstm'), x).argmax(1).tolist())))"))
+    predicted = [int(v) for v in result.stdout.split()]
+    meta = json.loads((trained.path / "data/features/meta.json").read_text())
+    with open(trained.path / "metrics/predictions/lstm.csv") as f:
+        saved = [meta["classes"].index(row["predicted"]) for row in csv.DictReader(f)]
+    assert predicted == saved
+
+
+def test_editing_one_model_reruns_only_its_train_and_evaluate(trained):
+    trained.edit_params("models.gru.hidden_size", 32)
+    out = trained.dvc("repro").stdout
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate@gru", "train@gru"]
+    assert metrics(trained, "gru")["parameters"] < metrics(trained, "lstm")["parameters"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda_with_bf16(project):
+    project.edit_params("train.device", "cuda")
+    project.edit_params("train.bf16", True)
+    project.dvc("repro", "evaluate@lstm")
+    checkpoint = torch.load(project.path / "data/models/lstm.pt", weights_only=True)
+    assert checkpoint["device"].startswith("cuda")
+    assert metrics(project, "lstm")["accuracy"] > 0.75
