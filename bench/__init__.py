@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against the seed tutorial (see bench/run.py)."""
