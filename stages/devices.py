@@ -21,7 +21,8 @@ def choose(name):
                                 "use device: auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise PipelineError(f"params.yaml: train.device is {name}, but only "
-                                f"{torch.cuda.device_count()} CUDA device(s) are visible")
+                                f"{torch.cuda.device_count()} CUDA device(s) are visible; "
+                                "use device: auto, cuda or a visible cuda:<index>")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise PipelineError(f"params.yaml: train.device is {name}, but Apple MPS is not available "
                             "here; use device: auto or cpu")

@@ -23,9 +23,11 @@ def run_stage(main, argv=None):
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signame = exc.args[0] if exc.args else "SIGINT"
+        print(f"interrupted by {signame}: the output being written was discarded; run "
+              "`dvc repro` to start again", file=sys.stderr)
+        sys.exit(128 + signal.Signals[signame])  # the shell's convention: 130, 143
 
 
 def _interrupt(signum, frame):

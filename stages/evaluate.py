@@ -6,7 +6,9 @@ Runs on the CPU whatever device trained the model, so its numbers are the same e
 the weights are.
 """
 import argparse
+import pickle
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +27,20 @@ def load_model(name):
     """The trained model ``name``, on the CPU, in eval mode.  Never unpickles code."""
     path = require(weights(name))
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a foreign pickle protocol before refusing the file; the
+            # error below says all the user needs.
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model = build(checkpoint["config"])
         model.load_state_dict(checkpoint["state_dict"])
-    except Exception as exc:  # a truncated file, a foreign pickle, a mismatched config
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code.
+        raise PipelineError(f"{path} was refused: it holds something other than tensors and "
+                            "plain data, so this pipeline did not write it (weights load with "
+                            "weights_only=True, which never runs code from the file); delete it "
+                            "and rerun `dvc repro`, or `dvc pull` from a trusted remote") from None
+    except Exception as exc:  # a truncated file, a mismatched config
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{path} is not a loadable checkpoint ({reason}); "
                             "rerun `dvc repro` or `dvc pull`") from None

@@ -11,6 +11,9 @@ hostile paths cannot escape; they are still rejected, as are links, devices, ove
 members and tar bombs.
 """
 import argparse
+import bz2
+import gzip
+import lzma
 import os
 import sys
 import tarfile
@@ -27,12 +30,39 @@ from stages.paths import CORPUS, FETCH_REPORT
 ARCHIVE_ENV = "NEWSGROUPS_ARCHIVE"
 SUBSETS = ("train", "test")
 FOLDERS = {f"20news-bydate-{subset}": subset for subset in SUBSETS}
-# The largest message of the real corpus is well under 1 MiB; the limits stop a hostile or
-# broken archive from exhausting memory.
+# The largest message of the real corpus is well under 1 MiB, it has 18,888 members and
+# unpacks to 50 MB; the limits stop a hostile or broken archive from exhausting memory.
 MAX_MEMBER_BYTES = 4 * 2**20
 MAX_MEMBERS = 100_000
+# Counts every byte tarfile reads, headers included: tarfile reads a pax or long-name header
+# whole into memory before any member check could see it.
+MAX_ARCHIVE_BYTES = 256 * 2**20
 OFFLINE_HELP = (f"set {ARCHIVE_ENV}=/path/to/20news-bydate.tar.gz (or fetch.archive in "
                 "params.yaml) to use a local copy")
+NOT_BYDATE = "not the 20news-bydate layout; use the original 20news-bydate.tar.gz"
+HOSTILE = "refusing a hostile archive; use the original 20news-bydate.tar.gz"
+# Magic bytes → decompressor, as tarfile's "r|*" would detect them.
+DECOMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+class _Capped:
+    """The decompressed archive as a stream that refuses to yield more than ``limit`` bytes."""
+
+    def __init__(self, raw, archive, limit):
+        magic = raw.read(6)
+        raw.seek(0)
+        self.stream = next((open_ for prefix, open_ in DECOMPRESSORS if magic.startswith(prefix)),
+                           lambda f: f)(raw)
+        self.archive, self.limit, self.total = archive, limit, 0
+
+    def read(self, size=-1):
+        room = self.limit - self.total + 1  # one byte past the limit proves it is exceeded
+        data = self.stream.read(room if size is None or size < 0 else min(size, room))
+        self.total += len(data)
+        if self.total > self.limit:
+            raise PipelineError(f"archive {self.archive} unpacks to more than {self.limit} bytes "
+                                f"(a decompression bomb?); {HOSTILE}")
+        return data
 
 
 def read_archive(path):
@@ -42,71 +72,101 @@ def read_archive(path):
         raise PipelineError(f"archive {path} does not exist or is not a file; {OFFLINE_HELP}")
     if path.stat().st_size == 0:
         raise PipelineError(f"archive {path} is empty; download it again")
-    documents = []
     try:
-        with tarfile.open(path, "r|*") as tar:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise PipelineError(f"cannot read archive {path}: {exc.strerror}; check its permissions") from None
+    documents, folders, seen = [], set(), set()
+    try:
+        with raw, tarfile.open(fileobj=(stream := _Capped(raw, path, MAX_ARCHIVE_BYTES)),
+                               mode="r|") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
-                    raise PipelineError(f"archive {path} has more than {MAX_MEMBERS} members; "
-                                        "it is not the 20news-bydate archive")
-                document = _check_member(path, member)
-                if document is None:
+                    raise PipelineError(f"archive {path} has more than {MAX_MEMBERS} members "
+                                        f"(a tar bomb?); {HOSTILE}")
+                subset, group, name = _check_member(path, member)
+                if subset is None:
                     continue
-                content = tar.extractfile(member).read()
-                documents.append((*document, content))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                if name is None:
+                    folders.add((subset, group))
+                    continue
+                if (subset, group, name) in seen:
+                    raise PipelineError(f"archive {path}: member {member.name!r} appears twice; "
+                                        + NOT_BYDATE)
+                seen.add((subset, group, name))
+                documents.append((subset, group, name, tar.extractfile(member).read()))
+            # tarfile takes a garbled header for the end of the archive, and so never reaches
+            # the gzip checksum: read on to the end, so that a corrupt archive cannot pass for
+            # a shorter one.  Only zero padding may follow the last member.
+            while chunk := stream.read(2**20):
+                if chunk.strip(b"\0"):
+                    raise tarfile.ReadError("data after what tar read as the end of the archive")
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise PipelineError(f"archive {path} is truncated or corrupt ({exc}); "
                             "download it again") from None
-    _check_layout(path, documents)
+    _check_layout(path, documents, folders)
     return documents
 
 
 def _check_member(archive, member):
+    """(subset, newsgroup, message) of a member; message is None for a newsgroup folder and
+    all three are None for another folder, which is skipped."""
     name = PurePosixPath(member.name)
     where = f"archive {archive}: member {member.name!r}"
     if name.is_absolute() or ".." in name.parts:
-        raise PipelineError(f"{where} has an absolute or '..' path; refusing a hostile archive")
+        raise PipelineError(f"{where} has an absolute or '..' path; {HOSTILE}")
     if member.issym() or member.islnk():
-        raise PipelineError(f"{where} is a link; refusing a hostile archive")
+        raise PipelineError(f"{where} is a link; {HOSTILE}")
+    parts = [part for part in name.parts if part != "."]
     if member.isdir():
-        return None
+        # Kept so that an empty newsgroup folder is noticed (see _check_layout).
+        if len(parts) == 2 and parts[0] in FOLDERS:
+            return FOLDERS[parts[0]], parts[1], None
+        return None, None, None
     if not member.isfile():
-        raise PipelineError(f"{where} is not a regular file (device or fifo); refusing it")
+        raise PipelineError(f"{where} is not a regular file (device or fifo); {HOSTILE}")
     if member.size > MAX_MEMBER_BYTES:
         raise PipelineError(f"{where} is {member.size} bytes, more than any message "
-                            f"({MAX_MEMBER_BYTES} max); refusing it")
-    parts = [part for part in name.parts if part != "."]
+                            f"({MAX_MEMBER_BYTES} max); {HOSTILE}")
     if len(parts) != 3 or parts[0] not in FOLDERS:
         raise PipelineError(f"{where} is not at 20news-bydate-{{train,test}}/<newsgroup>/<message>;"
-                            " not the 20news-bydate layout")
+                            f" {NOT_BYDATE}")
     return FOLDERS[parts[0]], parts[1], parts[2]
 
 
-def _check_layout(archive, documents):
+def _check_layout(archive, documents, folders):
     groups = {subset: {} for subset in SUBSETS}
     for subset, group, _, _ in documents:
         groups[subset][group] = groups[subset].get(group, 0) + 1
     for subset in SUBSETS:
         if not groups[subset]:
             raise PipelineError(f"archive {archive} has no 20news-bydate-{subset} messages; "
-                                "not the 20news-bydate layout")
+                                + NOT_BYDATE)
+    # scikit-learn's load_files would give an empty folder a label of its own, shifting the
+    # labels of the newsgroups after it; refuse rather than silently differ.
+    for subset, group in sorted(folders):
+        if group not in groups[subset]:
+            raise PipelineError(f"archive {archive}: newsgroup folder 20news-bydate-{subset}/"
+                                f"{group} has no messages; {NOT_BYDATE}")
     train_only = set(groups["train"]) - set(groups["test"])
     test_only = set(groups["test"]) - set(groups["train"])
     if train_only or test_only:
         odd = sorted(train_only | test_only)[0]
         raise PipelineError(f"archive {archive}: newsgroup {odd} is in only one of train/test; "
-                            "not the 20news-bydate layout")
+                            + NOT_BYDATE)
 
 
 def download():
     """scikit-learn's download of the official archive (sha256-verified, cached)."""
+    import http.client
+
     from sklearn.datasets import fetch_20newsgroups
 
     documents = []
     for subset in SUBSETS:
         try:
             bunch = fetch_20newsgroups(subset=subset, shuffle=False, n_retries=1, delay=1.0)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # the latter: a dropped connection
             if "SHA256" in str(exc):
                 raise PipelineError(f"download refused: {exc} The file was deleted; "
                                     "try again later or " + OFFLINE_HELP) from None

@@ -7,7 +7,7 @@ only when complete, so an interrupted or failing stage never leaves a file that 
 import csv
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,21 @@ def atomic_path(path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PipelineError(f"cannot write {path}: {exc.strerror or exc}; check free space and "
+        _discard(tmp)
+        reason = exc.strerror or str(exc)
+        if exc.filename and Path(exc.filename) not in (path, tmp):  # e.g. the folder
+            reason = f"{exc.filename}: {reason}"
+        raise PipelineError(f"cannot write {path}: {reason}; check free space and "
                             "permissions of its folder") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp):
+    # Never hide the error being reported: the folder itself may be what failed.
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path, obj):
@@ -79,6 +88,23 @@ def save_csr(path, matrix):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object, so save_npz does not append ".npz"
             scipy.sparse.save_npz(f, matrix.tocsr(), compressed=False)
+
+
+def save_weights(path, checkpoint):
+    """``torch.save`` to ``path``, atomically.
+
+    Serialised in memory first: torch's zip writer reports a full disk as a RuntimeError from
+    C++, which would escape as a traceback; a plain write raises the OSError that
+    :func:`atomic_path` turns into a one-line error.
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_features(subset):

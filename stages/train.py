@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from stages import devices, params
 from stages.batches import CsrBatches
 from stages.errors import PipelineError, run_stage
-from stages.files import atomic_path, load_features, load_meta, write_csv
+from stages.files import load_features, load_meta, save_weights, write_csv
 from stages.model import RecurrentClassifier
-from stages.paths import train_log, weights
+from stages.paths import FEATURES, train_log, weights
 
 
 def make_optimizers(model, p):
@@ -62,7 +62,7 @@ def train(name, p, model_p, device):
             loss = F.cross_entropy(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise PipelineError(f"train {name}: loss became {loss.item()} at epoch {epoch}, "
-                                    f"batch {batch}; lower train.lr or check the features")
+                                    f"batch {batch}; lower train.lr or check {FEATURES['train']}")
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -91,8 +91,7 @@ def main(argv):
         print(f"train {args.model}: bf16 applies to CUDA only; training in float32 on {device}",
               file=sys.stderr)
     checkpoint, log = train(args.model, p, model_p, device)
-    with atomic_path(weights(args.model)) as tmp:
-        torch.save(checkpoint, tmp)
+    save_weights(weights(args.model), checkpoint)
     write_csv(train_log(args.model), ["epoch", "loss", "accuracy", "seconds"], log)
 
 
