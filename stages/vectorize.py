@@ -49,6 +49,9 @@ def main(argv):
     with atomic_path(LABELS) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, train=train["label"].to_numpy(), test=test["label"].to_numpy())
+    # scikit-learn caches id(stop_words) to skip a repeated check; the id differs per process
+    # and would make the pickle (and its DVC hash) differ on every run.
+    vars(vectorizer).pop("_stop_words_id", None)
     with atomic_path(VECTORIZER) as tmp:
         joblib.dump(vectorizer, tmp)
     write_json(FEATURES_META, {"classes": [classes[i] for i in sorted(classes)],
