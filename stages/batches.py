@@ -40,3 +40,51 @@ class CsrBatches:
                       self._to_device(batch.indptr[:-1].astype(np.int64, copy=False)),
                       self._to_device(batch.data))
             yield inputs, self._to_device(self.labels[rows])
+
+
+class SequenceBatches:
+    """Yields ``((ids, lengths), targets)`` batches of ragged token sequences.
+
+    Each row is cut to its first ``max_length`` ids; ``ids`` is the batch padded with
+    ``pad_index`` only to its own longest row (on ``device``), ``lengths`` the true lengths
+    (on the CPU, as ``pack_padded_sequence`` wants).  An empty row becomes one ``pad_index``
+    token, so that every sequence has a step.  Same iteration API as CsrBatches.
+    """
+
+    def __init__(self, sequences, labels, batch_size, device, max_length, pad_index):
+        self.sequences, self.labels = sequences, np.asarray(labels)
+        self.batch_size, self.device = batch_size, device
+        self.max_length, self.pad_index = max_length, pad_index
+
+    def __len__(self):
+        return -(-len(self.sequences) // self.batch_size)
+
+    def __iter__(self):
+        return self.iterate(np.arange(len(self.sequences)))
+
+    def shuffled(self, generator):
+        return self.iterate(torch.randperm(len(self.sequences), generator=generator).numpy())
+
+    def pad(self, rows):
+        starts = self.sequences.offsets[rows]
+        lengths = np.minimum(self.sequences.offsets[rows + 1] - starts, self.max_length)
+        columns = np.arange(max(int(lengths.max()), 1))
+        inside = columns < lengths[:, None]
+        ids = np.full((len(rows), len(columns)), self.pad_index, dtype=np.int64)
+        ids[inside] = self.sequences.values[(starts[:, None] + columns)[inside]]
+        return ids, np.maximum(lengths, 1)
+
+    def iterate(self, order):
+        for start in range(0, len(order), self.batch_size):
+            rows = np.asarray(order[start:start + self.batch_size])
+            ids, lengths = self.pad(rows)
+            yield ((torch.from_numpy(ids).to(self.device), torch.from_numpy(lengths)),
+                   torch.from_numpy(self.labels[rows]).to(self.device))
+
+
+def make_batches(model, features, labels, batch_size, device):
+    """The batch iterator a model reads: CSR rows for bag-of-words, token ids for sequences."""
+    if getattr(model, "input", "bow") == "sequence":
+        return SequenceBatches(features, labels, batch_size, device, model.max_length,
+                               model.pad_index)
+    return CsrBatches(features, labels, batch_size, device)
