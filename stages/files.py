@@ -92,3 +92,20 @@ def load_features(subset):
 
 def load_meta():
     return read_json(require(FEATURES_META))
+
+
+def load_inputs(input_mode, subset):
+    """(features, labels) for a model's input mode: the CSR matrix (bow) or the token
+    sequences (sequence, a ragged.Ragged), with the subset's int64 labels."""
+    if input_mode == "sequence":
+        from stages import ragged
+        from stages.paths import SEQUENCES
+
+        sequences = ragged.load(SEQUENCES[subset])
+        with np.load(require(LABELS)) as labels:
+            labels = labels[subset].astype(np.int64)
+        if len(labels) != len(sequences):
+            raise PipelineError(f"{SEQUENCES[subset]} has {len(sequences)} documents but "
+                                f"{LABELS} has {len(labels)} labels; rerun `dvc repro`")
+        return sequences, labels
+    return load_features(subset)
