@@ -59,6 +59,33 @@ def take(features, rows):
     return features.take(rows) if isinstance(features, Ragged) else features[rows]
 
 
+class EarlyStopping:
+    """Scores a held-out slice after every epoch and keeps the best weights: highest
+    validation accuracy, then lowest loss.  ``stop`` turns true after ``patience`` epochs
+    without improvement (never when patience is 0)."""
+
+    def __init__(self, features, labels, patience):
+        self.features, self.labels = features, torch.from_numpy(labels)
+        self.patience, self.stale = patience, 0
+        self.best = self.best_epoch = self.best_state = None
+
+    def update(self, epoch, model, device):
+        """Score ``model``; return (val_loss, val_accuracy, improved)."""
+        logits = predict_logits(model, self.features, device).float().cpu()
+        loss = round(F.cross_entropy(logits, self.labels).item(), 6)
+        accuracy = round((logits.argmax(1) == self.labels).float().mean().item(), 6)
+        improved = self.best is None or (accuracy, -loss) > self.best
+        if improved:
+            self.best, self.best_epoch = (accuracy, -loss), epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stale = 0 if improved else self.stale + 1
+        return loss, accuracy, improved
+
+    @property
+    def stop(self):
+        return bool(self.patience) and self.stale >= self.patience
+
+
 def train(name, p, model_p, device):
     """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows)."""
     torch.manual_seed(p["seed"])
@@ -70,21 +97,20 @@ def train(name, p, model_p, device):
     model = build(config, sparse_input_grad=p["optimizer"] == "lazy_adam").to(device)
     if model_p["input"] == "sequence" and device.type == "cpu":
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
-        # which the CPU computes with up to 10x slower.  Flushing them to zero costs nothing.
+        # which the CPU computes several times more slowly.  Flushing them to zero avoids that.
         torch.set_flush_denormal(True)
     optimizers = make_optimizers(model, p)
     train_rows, validation_rows = validation_split(len(labels), p["validation_fraction"], p["seed"])
+    early = None
     if validation_rows is not None:
-        validation = (take(features, validation_rows), torch.from_numpy(labels[validation_rows]))
+        early = EarlyStopping(take(features, validation_rows), labels[validation_rows], p["patience"])
         features, labels = take(features, train_rows), labels[train_rows]
     batches = make_batches(model, features, labels, p["batch_size"], device)
     shuffle = torch.Generator().manual_seed(p["seed"])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if p["bf16"] and device.type == "cuda"
                 else nullcontext())
-    header = ["epoch", "loss", "accuracy", "seconds"]
-    if validation_rows is not None:
-        header += ["val_loss", "val_accuracy"]
-    log, best, stale = [], None, 0
+    header = ["epoch", "loss", "accuracy", "seconds"] + (["val_loss", "val_accuracy"] if early else [])
+    log = []
     for epoch in range(1, p["epochs"] + 1):
         model.train()
         started = time.perf_counter()
@@ -108,30 +134,23 @@ def train(name, p, model_p, device):
         row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))
         line = (f"train {name}: epoch {epoch}/{p['epochs']} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
-        if validation_rows is not None:
-            logits = predict_logits(model, validation[0], device).float().cpu()
-            score = (round((logits.argmax(1) == validation[1]).float().mean().item(), 6),
-                     -round(F.cross_entropy(logits, validation[1]).item(), 6))
-            row += (-score[1], score[0])
-            improved = best is None or score > best[0]
-            if improved:
-                best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            stale = 0 if improved else stale + 1
-            line += f" val loss {-score[1]:.4f} accuracy {score[0]:.4f}{' *' if improved else ''}"
+        if early:
+            val_loss, val_accuracy, improved = early.update(epoch, model, device)
+            row += (val_loss, val_accuracy)
+            line += f" val loss {val_loss:.4f} accuracy {val_accuracy:.4f}{' *' if improved else ''}"
         log.append(row)
         print(line, file=sys.stderr, flush=True)
-        if p["patience"] and stale >= p["patience"]:
-            print(f"train {name}: no better validation accuracy for {stale} epochs; stopping",
+        if early and early.stop:
+            print(f"train {name}: no better validation score for {early.stale} epochs; stopping",
                   file=sys.stderr)
             break
-    if best is not None:
-        model.load_state_dict(best[2])
-        print(f"train {name}: keeping epoch {best[1]} (validation accuracy {best[0][0]:.4f}, "
-              f"loss {-best[0][1]:.4f})", file=sys.stderr)
-    checkpoint = {"config": config, "state_dict": model.state_dict(), "device": str(device),
-                  "torch_version": str(torch.__version__)}
-    if best is not None:
-        checkpoint["best_epoch"] = best[1]
+    checkpoint = {"device": str(device), "torch_version": str(torch.__version__)}
+    if early:
+        model.load_state_dict(early.best_state)
+        checkpoint["best_epoch"] = early.best_epoch
+        print(f"train {name}: keeping epoch {early.best_epoch} (validation accuracy "
+              f"{early.best[0]:.4f}, loss {-early.best[1]:.4f})", file=sys.stderr)
+    checkpoint.update(config=config, state_dict=model.state_dict())
     return checkpoint, header, log
 
 
