@@ -1,6 +1,14 @@
-"""Mini-batches cut from a CSR matrix: only the batch's rows become tensors, never the matrix."""
+"""A model's inputs and their mini-batches: CSR rows (bag of words) or ragged token sequences.
+
+Only a batch's rows ever become tensors, never the whole matrix.
+"""
 import numpy as np
 import torch
+
+from stages import ragged
+from stages.errors import PipelineError
+from stages.files import load_features, require
+from stages.paths import LABELS, SEQUENCES
 
 
 class CsrBatches:
@@ -40,3 +48,65 @@ class CsrBatches:
                       self._to_device(batch.indptr[:-1].astype(np.int64, copy=False)),
                       self._to_device(batch.data))
             yield inputs, self._to_device(self.labels[rows])
+
+
+class SequenceBatches:
+    """Yields ``((ids, lengths), targets)`` batches of ragged token sequences.
+
+    Each row is cut to its first ``max_length`` ids; ``ids`` is the batch padded with
+    ``pad_index`` only to its own longest row (on ``device``), ``lengths`` the true lengths
+    (on the CPU, as ``pack_padded_sequence`` wants).  An empty row becomes one ``pad_index``
+    token, so that every sequence has a step.  Same iteration API as CsrBatches.
+    """
+
+    def __init__(self, sequences, labels, batch_size, device, max_length, pad_index):
+        self.sequences, self.labels = sequences, np.asarray(labels)
+        self.batch_size, self.device = batch_size, device
+        self.max_length, self.pad_index = max_length, pad_index
+
+    def __len__(self):
+        return -(-len(self.sequences) // self.batch_size)
+
+    def __iter__(self):
+        return self.iterate(np.arange(len(self.sequences)))
+
+    def shuffled(self, generator):
+        return self.iterate(torch.randperm(len(self.sequences), generator=generator).numpy())
+
+    def pad(self, rows):
+        starts = self.sequences.offsets[rows]
+        lengths = np.minimum(self.sequences.offsets[rows + 1] - starts, self.max_length)
+        columns = np.arange(max(int(lengths.max()), 1))
+        inside = columns < lengths[:, None]
+        ids = np.full((len(rows), len(columns)), self.pad_index, dtype=np.int64)
+        ids[inside] = self.sequences.values[(starts[:, None] + columns)[inside]]
+        return ids, np.maximum(lengths, 1)
+
+    def iterate(self, order):
+        for start in range(0, len(order), self.batch_size):
+            rows = np.asarray(order[start:start + self.batch_size])
+            ids, lengths = self.pad(rows)
+            yield ((torch.from_numpy(ids).to(self.device), torch.from_numpy(lengths)),
+                   torch.from_numpy(self.labels[rows]).to(self.device))
+
+
+def make_batches(model, features, labels, batch_size, device):
+    """The batch iterator a model reads: CSR rows for bag-of-words, token ids for sequences."""
+    if getattr(model, "input", "bow") == "sequence":
+        return SequenceBatches(features, labels, batch_size, device, model.max_length,
+                               model.pad_index)
+    return CsrBatches(features, labels, batch_size, device)
+
+
+def load_inputs(input_mode, subset):
+    """(features, labels) for a model's input mode: the CSR matrix (bow) or the token
+    sequences (sequence, a ragged.Ragged), with the subset's int64 labels."""
+    if input_mode == "sequence":
+        sequences = ragged.load(SEQUENCES[subset])
+        with np.load(require(LABELS)) as labels:
+            labels = labels[subset].astype(np.int64)
+        if len(labels) != len(sequences):
+            raise PipelineError(f"{SEQUENCES[subset]} has {len(sequences)} documents but "
+                                f"{LABELS} has {len(labels)} labels; rerun `dvc repro`")
+        return sequences, labels
+    return load_features(subset)

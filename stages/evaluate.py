@@ -13,14 +13,14 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from stages.batches import CsrBatches
+from stages.batches import load_inputs, make_batches
 from stages.errors import PipelineError, run_stage
-from stages.files import load_features, load_meta, read_parquet, require
+from stages.files import load_meta, read_parquet, require
 from stages.model import build
 from stages.paths import SPLIT_TEST, metrics, weights
 from stages.scoring import write_scores
 
-EVAL_BATCH = 1024
+EVAL_BATCH = {"bow": 1024, "sequence": 256}
 
 
 def load_model(name):
@@ -47,11 +47,22 @@ def load_model(name):
     return model.eval()
 
 
+def input_mode(model):
+    """"bow" (CSR rows) or "sequence" (token ids): what ``model`` reads."""
+    return getattr(model, "input", "bow")
+
+
 @torch.no_grad()
-def predict_logits(model, matrix):
-    batches = CsrBatches(matrix, torch.zeros(matrix.shape[0], dtype=torch.long), EVAL_BATCH,
-                         torch.device("cpu"))
-    return torch.cat([model(*inputs) for inputs, _ in batches])
+def predict_logits(model, features, device=torch.device("cpu")):
+    """Logits of ``model`` (in eval mode) for a CSR matrix or ragged sequences, on ``device``."""
+    training = model.training
+    model.eval()
+    count = len(features) if input_mode(model) == "sequence" else features.shape[0]
+    batches = make_batches(model, features, torch.zeros(count, dtype=torch.long),
+                           EVAL_BATCH[input_mode(model)], device)
+    logits = torch.cat([model(*inputs) for inputs, _ in batches])
+    model.train(training)
+    return logits
 
 
 def main(argv):
@@ -59,8 +70,8 @@ def main(argv):
     parser.add_argument("model", help="a model name from the models section of params.yaml")
     args = parser.parse_args(argv)
     model = load_model(args.model)
-    matrix, labels = load_features("test")
-    logits = predict_logits(model, matrix)
+    features, labels = load_inputs(input_mode(model), "test")
+    logits = predict_logits(model, features)
     targets = torch.from_numpy(labels)
     scores = write_scores(args.model, load_meta()["classes"], read_parquet(SPLIT_TEST, ["id"])["id"].to_pylist(),
                            labels, logits.argmax(1).numpy(),

@@ -160,6 +160,11 @@ SCHEMA = {
         "optimizer": ("adam", choice("adam", "lazy_adam")),
         "device": ("auto", device),
         "bf16": (False, boolean),
+        # Early stopping: hold out this fraction of the train split (never the test split),
+        # score it every epoch and keep the best epoch's weights; stop after `patience`
+        # epochs without improvement (0: run every epoch).  0.0 = off, the seed's setting.
+        "validation_fraction": (0.0, number(0.0, 0.5, high_open=True)),
+        "patience": (0, integer(0)),
     },
     "model": {
         "cell": ("lstm", choice("rnn", "lstm", "gru")),
@@ -167,6 +172,12 @@ SCHEMA = {
         "num_layers": (1, integer(1)),
         "dropout": (0.0, number(0.0, 1.0, high_open=True)),
         "bidirectional": (False, boolean),
+        # bow: the seed's bag of words as one step; sequence: the words in order (the keys
+        # below apply to sequence models only).
+        "input": ("bow", choice("bow", "sequence")),
+        "embedding_dim": (128, integer(1)),
+        "max_length": (400, integer(1)),
+        "pooling": ("last", choice("last", "mean", "max")),
     },
     "baseline": {
         "C": (1.0, number(0.0, low_open=True)),
@@ -211,6 +222,9 @@ def validate(raw):
     models = raw.get("models") or {}
     if not isinstance(models, dict):
         raise PipelineError(f"{PARAMS_FILE}: models must map model names to their settings")
+    if params["train"]["patience"] and not params["train"]["validation_fraction"]:
+        raise PipelineError(f"{PARAMS_FILE}: train.patience needs a validation slice; set "
+                            "train.validation_fraction (e.g. 0.1) or patience: 0")
     params["models"] = {}
     for model_name, settings in models.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(model_name)):

@@ -35,3 +35,6 @@ def class_report(model):
 
 def predictions(model):
     return METRICS_DIR / "predictions" / f"{model}.csv"
+
+# Token ids in document order (ragged .npz), for models with ``input: sequence``.
+SEQUENCES = {"train": Path("data/sequences/train.npz"), "test": Path("data/sequences/test.npz")}

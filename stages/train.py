@@ -10,15 +10,22 @@ import sys
 import time
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stages import devices, params
-from stages.batches import CsrBatches
+from stages.batches import load_inputs, make_batches
 from stages.errors import PipelineError, run_stage
-from stages.files import load_features, load_meta, save_weights, write_csv
-from stages.model import RecurrentClassifier
+from stages.evaluate import predict_logits
+from stages.files import load_meta, save_weights, write_csv
+from stages.model import build
 from stages.paths import FEATURES, train_log, weights
+from stages.ragged import Ragged
+
+
+# The input matrices that get sparse gradients under lazy_adam, by model class.
+SPARSE_INPUTS = ("input_weight", "embedding.weight")
 
 
 def make_optimizers(model, p):
@@ -30,26 +37,79 @@ def make_optimizers(model, p):
     if p["optimizer"] == "adam":
         return [torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
                                  fused=True)]
-    dense = [param for name, param in model.named_parameters() if name != "input_weight"]
-    return [torch.optim.SparseAdam([model.input_weight], lr=p["lr"]),
+    sparse = [param for name, param in model.named_parameters() if name in SPARSE_INPUTS]
+    dense = [param for name, param in model.named_parameters() if name not in SPARSE_INPUTS]
+    return [torch.optim.SparseAdam(sparse, lr=p["lr"]),
             torch.optim.Adam(dense, lr=p["lr"], weight_decay=p["weight_decay"], fused=True)]
 
 
+def validation_split(count, fraction, seed):
+    """(train rows, validation rows) of the train split: a seeded random slice, or none."""
+    if not fraction:
+        return np.arange(count), None
+    held_out = max(1, round(count * fraction))
+    if held_out >= count:
+        raise PipelineError(f"params.yaml: train.validation_fraction={fraction} leaves no "
+                            f"training document out of {count}")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def take(features, rows):
+    return features.take(rows) if isinstance(features, Ragged) else features[rows]
+
+
+class EarlyStopping:
+    """Scores a held-out slice after every epoch and keeps the best weights: highest
+    validation accuracy, then lowest loss.  ``stop`` turns true after ``patience`` epochs
+    without improvement (never when patience is 0)."""
+
+    def __init__(self, features, labels, patience):
+        self.features, self.labels = features, torch.from_numpy(labels)
+        self.patience, self.stale = patience, 0
+        self.best = self.best_epoch = self.best_state = None
+
+    def update(self, epoch, model, device):
+        """Score ``model``; return (val_loss, val_accuracy, improved)."""
+        logits = predict_logits(model, self.features, device).float().cpu()
+        loss = round(F.cross_entropy(logits, self.labels).item(), 6)
+        accuracy = round((logits.argmax(1) == self.labels).float().mean().item(), 6)
+        improved = self.best is None or (accuracy, -loss) > self.best
+        if improved:
+            self.best, self.best_epoch = (accuracy, -loss), epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stale = 0 if improved else self.stale + 1
+        return loss, accuracy, improved
+
+    @property
+    def stop(self):
+        return bool(self.patience) and self.stale >= self.patience
+
+
 def train(name, p, model_p, device):
-    """Train model ``name``; return (checkpoint dict, per-epoch log rows)."""
+    """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows)."""
     torch.manual_seed(p["seed"])
-    matrix, labels = load_features("train")
+    features, labels = load_inputs(model_p["input"], "train")
     meta = load_meta()
-    config = dict(model_p, vocab_size=matrix.shape[1], num_classes=len(meta["classes"]))
-    model = RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
-                                hidden_size=config["hidden_size"], num_layers=config["num_layers"],
-                                dropout=config["dropout"], bidirectional=config["bidirectional"],
-                                sparse_input_grad=p["optimizer"] == "lazy_adam").to(device)
+    if isinstance(features, Ragged):
+        features.check(f"train sequences of {name}", vocab_size=meta["n_features"])
+    config = dict(model_p, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
+    model = build(config, sparse_input_grad=p["optimizer"] == "lazy_adam").to(device)
+    if model_p["input"] == "sequence" and device.type == "cpu":
+        # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
+        # which the CPU computes several times more slowly.  Flushing them to zero avoids that.
+        torch.set_flush_denormal(True)
     optimizers = make_optimizers(model, p)
-    batches = CsrBatches(matrix, labels, p["batch_size"], device)
+    train_rows, validation_rows = validation_split(len(labels), p["validation_fraction"], p["seed"])
+    early = None
+    if validation_rows is not None:
+        early = EarlyStopping(take(features, validation_rows), labels[validation_rows], p["patience"])
+        features, labels = take(features, train_rows), labels[train_rows]
+    batches = make_batches(model, features, labels, p["batch_size"], device)
     shuffle = torch.Generator().manual_seed(p["seed"])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if p["bf16"] and device.type == "cuda"
                 else nullcontext())
+    header = ["epoch", "loss", "accuracy", "seconds"] + (["val_loss", "val_accuracy"] if early else [])
     log = []
     for epoch in range(1, p["epochs"] + 1):
         model.train()
@@ -72,12 +132,36 @@ def train(name, p, model_p, device):
             correct += (logits.argmax(1) == targets).sum()
         seconds = time.perf_counter() - started
         row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))
+        line = (f"train {name}: epoch {epoch}/{p['epochs']} loss {row[1]:.4f} "
+                f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
+        if early:
+            val_loss, val_accuracy, improved = early.update(epoch, model, device)
+            row += (val_loss, val_accuracy)
+            line += f" val loss {val_loss:.4f} accuracy {val_accuracy:.4f}{' *' if improved else ''}"
         log.append(row)
-        print(f"train {name}: epoch {epoch}/{p['epochs']} loss {row[1]:.4f} "
-              f"accuracy {row[2]:.4f} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-    checkpoint = {"config": config, "state_dict": model.state_dict(), "device": str(device),
-                  "torch_version": str(torch.__version__)}
-    return checkpoint, log
+        print(line, file=sys.stderr, flush=True)
+        if early and early.stop:
+            print(f"train {name}: no better validation score for {early.stale} epochs; stopping",
+                  file=sys.stderr)
+            break
+    checkpoint = {"device": str(device), "torch_version": str(torch.__version__)}
+    if early:
+        model.load_state_dict(early.best_state)
+        checkpoint["best_epoch"] = early.best_epoch
+        print(f"train {name}: keeping epoch {early.best_epoch} (validation accuracy "
+              f"{early.best[0]:.4f}, loss {-early.best[1]:.4f})", file=sys.stderr)
+    checkpoint.update(config=config, state_dict=model.state_dict())
+    return checkpoint, header, log
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB (Linux and macOS), else None."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def main(argv):
@@ -90,9 +174,12 @@ def main(argv):
     if p["bf16"] and device.type != "cuda":
         print(f"train {args.model}: bf16 applies to CUDA only; training in float32 on {device}",
               file=sys.stderr)
-    checkpoint, log = train(args.model, p, model_p, device)
+    checkpoint, header, log = train(args.model, p, model_p, device)
     save_weights(weights(args.model), checkpoint)
-    write_csv(train_log(args.model), ["epoch", "loss", "accuracy", "seconds"], log)
+    write_csv(train_log(args.model), header, log)
+    rss = peak_rss_mb()
+    if rss is not None:
+        print(f"train {args.model}: peak RSS {rss:.0f} MB", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a clone of the project holds that the pipeline needs (no data, no metrics).
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("stages", "dvc.yaml", "sequence/dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+                 ".gitignore")
 
 # Four newsgroups, each with words of its own plus words common to all, so that a model
 # trained on a few dozen messages has something real to learn.

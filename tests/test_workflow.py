@@ -160,12 +160,16 @@ def stage_imports(module):
 def test_each_stage_depends_on_exactly_the_code_it_imports():
     from ruamel.yaml import YAML
 
-    stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == {"fetch", "split", "vectorize", "train", "evaluate", "baseline"}
-    for name, stage in stages.items():
-        module = re.match(r"python -m stages\.(\w+)", stage["cmd"]).group(1)
-        code = {dep for dep in stage["deps"] if dep.startswith("stages/")}
-        assert code == stage_imports(module), name
+    pipelines = {"dvc.yaml": {"fetch", "split", "vectorize", "train", "evaluate", "baseline"},
+                 "sequence/dvc.yaml": {"sequences", "train", "evaluate"}}
+    for path, names in pipelines.items():
+        stages = YAML(typ="safe").load((ROOT / path).read_text())["stages"]
+        assert set(stages) == names
+        for name, stage in stages.items():
+            module = re.match(r"python -m stages\.(\w+)", stage["cmd"]).group(1)
+            code = {dep for dep in stage["deps"] if dep.startswith("stages/")}
+            assert code == stage_imports(module), f"{path}:{name}"
+
 
 
 # --- 2. Metrics and params diffs across commits ----------------------------------------------
@@ -317,6 +321,12 @@ def test_dag_edges(origin):
     for model in MODELS:
         expected |= {("vectorize", f"train@{model}"), (f"train@{model}", f"evaluate@{model}"),
                      ("vectorize", f"evaluate@{model}"), ("split", f"evaluate@{model}")}
+    sequence = "sequence/dvc.yaml:"  # the opt-in pipeline of sequence models
+    expected |= {("split", f"{sequence}sequences"), ("vectorize", f"{sequence}sequences")}
+    for model in ("lstm_seq", "gru_seq"):
+        train, evaluate = f"{sequence}train@{model}", f"{sequence}evaluate@{model}"
+        expected |= {(f"{sequence}sequences", train), ("vectorize", train), (train, evaluate),
+                     (f"{sequence}sequences", evaluate), ("vectorize", evaluate), ("split", evaluate)}
     assert edges == expected
     ascii_dag = origin.dvc("dag").stdout
     assert all(name in ascii_dag for name in ALL)
