@@ -35,10 +35,6 @@ class CsrBatches:
     def __iter__(self):
         return self.iterate(np.arange(self.matrix.shape[0]))
 
-    def shuffled(self, generator):
-        """One epoch in the order of a fresh ``torch.randperm`` (as DataLoader(shuffle=True))."""
-        return self.iterate(torch.randperm(self.matrix.shape[0], generator=generator).numpy())
-
     def iterate(self, order):
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
@@ -69,9 +65,6 @@ class SequenceBatches:
 
     def __iter__(self):
         return self.iterate(np.arange(len(self.sequences)))
-
-    def shuffled(self, generator):
-        return self.iterate(torch.randperm(len(self.sequences), generator=generator).numpy())
 
     def pad(self, rows):
         starts = self.sequences.offsets[rows]

@@ -4,6 +4,7 @@
 
 Reads ``train`` (shared settings) and ``models.<model>`` from params.yaml.  The loop is
 deliberately plain: shuffle, forward, loss, backward, step; one line per epoch on stderr.
+With ``train.nproc > 1`` (or under torchrun) it is data-parallel: see stages/distributed.py.
 """
 import argparse
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import devices, params
+from stages import devices, distributed, params
 from stages.batches import load_inputs, make_batches
 from stages.errors import PipelineError, run_stage
 from stages.evaluate import predict_logits
@@ -86,8 +87,15 @@ class EarlyStopping:
         return bool(self.patience) and self.stale >= self.patience
 
 
-def train(name, p, model_p, device):
+def epoch_order(count, generator, group):
+    """This process's documents for one epoch, in the order of a fresh ``torch.randperm``
+    (as DataLoader(shuffle=True)): every world_size-th one of the order all processes share."""
+    return torch.randperm(count, generator=generator).numpy()[group.rank::group.world_size]
+
+
+def train(name, p, model_p, group):
     """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows)."""
+    device = group.device
     torch.manual_seed(p["seed"])
     features, labels = load_inputs(model_p["input"], "train")
     meta = load_meta()
@@ -105,7 +113,12 @@ def train(name, p, model_p, device):
     if validation_rows is not None:
         early = EarlyStopping(take(features, validation_rows), labels[validation_rows], p["patience"])
         features, labels = take(features, train_rows), labels[train_rows]
-    batches = make_batches(model, features, labels, p["batch_size"], device)
+    batches = make_batches(model, features, labels, p["batch_size"] // group.world_size, device)
+    forward = model
+    if group.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     shuffle = torch.Generator().manual_seed(p["seed"])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if p["bf16"] and device.type == "cuda"
                 else nullcontext())
@@ -116,9 +129,10 @@ def train(name, p, model_p, device):
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for batch, (inputs, targets) in enumerate(batches.shuffled(shuffle), start=1):
+        order = epoch_order(len(labels), shuffle, group)
+        for batch, (inputs, targets) in enumerate(batches.iterate(order), start=1):
             with autocast:
-                logits = model(*inputs)
+                logits = forward(*inputs)
             loss = F.cross_entropy(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise PipelineError(f"train {name}: loss became {loss.item()} at epoch {epoch}, "
@@ -130,6 +144,8 @@ def train(name, p, model_p, device):
                 optimizer.step()
             loss_sum += loss.detach() * len(targets)
             correct += (logits.argmax(1) == targets).sum()
+        distributed.total(loss_sum, group)
+        distributed.total(correct, group)
         seconds = time.perf_counter() - started
         row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))
         line = (f"train {name}: epoch {epoch}/{p['epochs']} loss {row[1]:.4f} "
@@ -139,12 +155,14 @@ def train(name, p, model_p, device):
             row += (val_loss, val_accuracy)
             line += f" val loss {val_loss:.4f} accuracy {val_accuracy:.4f}{' *' if improved else ''}"
         log.append(row)
-        print(line, file=sys.stderr, flush=True)
+        if group.is_main:
+            print(line, file=sys.stderr, flush=True)
         if early and early.stop:
             print(f"train {name}: no better validation score for {early.stale} epochs; stopping",
                   file=sys.stderr)
             break
-    checkpoint = {"device": str(device), "torch_version": str(torch.__version__)}
+    checkpoint = {"device": str(device), "torch_version": str(torch.__version__),
+                  "processes": group.world_size}
     if early:
         model.load_state_dict(early.best_state)
         checkpoint["best_epoch"] = early.best_epoch
@@ -171,15 +189,24 @@ def main(argv):
     p = params.load("train")
     model_p = params.model_params(args.model)
     device = devices.choose(p["device"])
+    if p["nproc"] > 1 and not distributed.under_torchrun():
+        sys.exit(distributed.relaunch(p["nproc"], argv))
     if p["bf16"] and device.type != "cuda":
         print(f"train {args.model}: bf16 applies to CUDA only; training in float32 on {device}",
               file=sys.stderr)
-    checkpoint, header, log = train(args.model, p, model_p, device)
-    save_weights(weights(args.model), checkpoint)
-    write_csv(train_log(args.model), header, log)
+    group = distributed.Group(device=device)
+    if distributed.under_torchrun():
+        group = distributed.join(device, p["batch_size"])
+    try:
+        checkpoint, header, log = train(args.model, p, model_p, group)
+    finally:
+        distributed.leave()
+    if group.is_main:  # the other processes hold the same weights
+        save_weights(weights(args.model), checkpoint)
+        write_csv(train_log(args.model), header, log)
     rss = peak_rss_mb()
     if rss is not None:
-        print(f"train {args.model}: peak RSS {rss:.0f} MB", file=sys.stderr)
+        print(f"train {args.model} (process {group.rank}): peak RSS {rss:.0f} MB", file=sys.stderr)
 
 
 if __name__ == "__main__":

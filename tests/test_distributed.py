@@ -1,0 +1,53 @@
+"""Data-parallel training: train.nproc: 2 runs the train stage under torchrun (Gloo on the
+CPU) and gives what one process gives, written once."""
+import json
+
+import pytest
+import torch
+
+SHARED_DOCS = "every process shuffles the same order and takes every 2nd document"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_archive):
+    from conftest import Project
+
+    single = Project(tmp_path_factory.mktemp("single") / "repo", tiny_archive)
+    single.dvc("repro", "evaluate@lstm")
+    double = Project(tmp_path_factory.mktemp("double") / "repo", tiny_archive)
+    double.edit_params("train.nproc", 2)
+    result = double.dvc("repro", "evaluate@lstm")
+    return single, double, result
+
+
+def test_two_processes_train_what_one_does(runs):
+    single, double, _ = runs
+    one = json.loads((single.path / "metrics/lstm.json").read_text())
+    two = json.loads((double.path / "metrics/lstm.json").read_text())
+    # Same global batches (each process takes half of each), so the same training up to the
+    # order of floating-point sums: identical predictions, weights within 1e-4.
+    assert two["accuracy"] == one["accuracy"], SHARED_DOCS
+    assert two["test_loss"] == pytest.approx(one["test_loss"], abs=1e-3)
+    a = torch.load(single.path / "data/models/lstm.pt", weights_only=True)
+    b = torch.load(double.path / "data/models/lstm.pt", weights_only=True)
+    assert (a["processes"], b["processes"]) == (1, 2)
+    for name, tensor in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], tensor, atol=1e-4, rtol=0)
+
+
+def test_only_one_copy_of_each_output_is_written(runs):
+    _, double, result = runs
+    models = sorted(p.name for p in (double.path / "data/models").iterdir())
+    assert models == [".gitignore", "lstm.pt"]  # no copy per process, no temporary file
+    assert sorted(p.name for p in (double.path / "metrics/train").iterdir()) == ["lstm.csv"]
+    log = (double.path / "metrics/train/lstm.csv").read_text().splitlines()
+    assert len(log) == 1 + 10  # one header, one row per epoch: not one set per process
+    epoch_lines = [line for line in result.stderr.splitlines() if "train lstm: epoch" in line]
+    assert len(epoch_lines) == 10  # only process 0 reports
+
+
+def test_two_processes_are_deterministic(runs):
+    _, double, _ = runs
+    before = (double.path / "metrics/lstm.json").read_bytes()
+    double.dvc("repro", "--force", "--single-item", "train@lstm", "evaluate@lstm")
+    assert (double.path / "metrics/lstm.json").read_bytes() == before
