@@ -83,9 +83,17 @@ class SequenceBatches:
                    torch.from_numpy(self.labels[rows]).to(self.device))
 
 
+EVAL_BATCH = {"bow": 1024, "sequence": 256}
+
+
+def input_mode(model):
+    """"bow" (CSR rows) or "sequence" (token ids): what ``model`` reads."""
+    return getattr(model, "input", "bow")
+
+
 def make_batches(model, features, labels, batch_size, device):
     """The batch iterator a model reads: CSR rows for bag-of-words, token ids for sequences."""
-    if getattr(model, "input", "bow") == "sequence":
+    if input_mode(model) == "sequence":
         return SequenceBatches(features, labels, batch_size, device, model.max_length,
                                model.pad_index)
     return CsrBatches(features, labels, batch_size, device)
@@ -103,3 +111,16 @@ def load_inputs(input_mode, subset):
                                 f"{LABELS} has {len(labels)} labels; rerun `dvc repro`")
         return sequences, labels
     return load_features(subset)
+
+
+@torch.no_grad()
+def predict_logits(model, features, device=torch.device("cpu")):
+    """Logits of ``model`` (in eval mode) for a CSR matrix or ragged sequences, on ``device``."""
+    training = model.training
+    model.eval()
+    count = len(features) if input_mode(model) == "sequence" else features.shape[0]
+    batches = make_batches(model, features, torch.zeros(count, dtype=torch.long),
+                           EVAL_BATCH[input_mode(model)], device)
+    logits = torch.cat([model(*inputs) for inputs, _ in batches])
+    model.train(training)
+    return logits

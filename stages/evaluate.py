@@ -13,15 +13,12 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from stages.batches import load_inputs, make_batches
+from stages.batches import input_mode, load_inputs, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, read_parquet, require
 from stages.model import build
 from stages.paths import SPLIT_TEST, metrics, weights
 from stages.scoring import write_scores
-
-EVAL_BATCH = {"bow": 1024, "sequence": 256}
-
 
 def load_model(name):
     """The trained model ``name``, on the CPU, in eval mode.  Never unpickles code."""
@@ -45,24 +42,6 @@ def load_model(name):
         raise PipelineError(f"{path} is not a loadable checkpoint ({reason}); "
                             "rerun `dvc repro` or `dvc pull`") from None
     return model.eval()
-
-
-def input_mode(model):
-    """"bow" (CSR rows) or "sequence" (token ids): what ``model`` reads."""
-    return getattr(model, "input", "bow")
-
-
-@torch.no_grad()
-def predict_logits(model, features, device=torch.device("cpu")):
-    """Logits of ``model`` (in eval mode) for a CSR matrix or ragged sequences, on ``device``."""
-    training = model.training
-    model.eval()
-    count = len(features) if input_mode(model) == "sequence" else features.shape[0]
-    batches = make_batches(model, features, torch.zeros(count, dtype=torch.long),
-                           EVAL_BATCH[input_mode(model)], device)
-    logits = torch.cat([model(*inputs) for inputs, _ in batches])
-    model.train(training)
-    return logits
 
 
 def main(argv):

@@ -19,7 +19,8 @@ import torch
 
 from stages import params
 from stages.errors import PipelineError, run_stage
-from stages.evaluate import input_mode, load_model, predict_logits
+from stages.batches import input_mode, predict_logits
+from stages.evaluate import load_model
 from stages.fetch import strip
 from stages.files import load_meta, require
 from stages.paths import VECTORIZER, weights

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from stages import devices, distributed, params
-from stages.batches import load_inputs, make_batches
+from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
-from stages.evaluate import predict_logits
 from stages.files import load_meta, save_weights, write_csv
 from stages.model import build
 from stages.paths import FEATURES, train_log, weights

@@ -53,7 +53,7 @@ def test_saved_weights_reload_with_weights_only_and_predict_the_same(trained):
     assert checkpoint["device"] == "cpu" and checkpoint["torch_version"] == torch.__version__
     assert checkpoint["config"]["cell"] == "lstm" and checkpoint["config"]["hidden_size"] == 128
     result = trained.run("python", "-c", (
-        "from stages.evaluate import load_model, predict_logits\n"
+        "from stages.batches import predict_logits\nfrom stages.evaluate import load_model\n"
         "from stages.files import load_features\n"
         "x, _ = load_features('test')\n"
         "print(' '.join(map(str, predict_logits(load_model('lstm'), x).argmax(1).tolist())))"))
