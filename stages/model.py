@@ -21,14 +21,12 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 class RecurrentClassifier(nn.Module):
     def __init__(self, cell, vocab_size, num_classes, hidden_size=128, num_layers=1,
-                 dropout=0.0, bidirectional=False, sparse_input_grad=False):
+                 dropout=0.0, bidirectional=False):
         super().__init__()
         if cell not in GATES:
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(GATES)}")
         self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
         self.directions = 2 if bidirectional else 1
-        # Sparse gradients touch only the vocabulary rows present in a batch (lazy Adam).
-        self.sparse_input_grad = sparse_input_grad
         gate_width = GATES[cell] * hidden_size * self.directions
         # Layer 0 stores W_ih transposed (vocab × gates), the layout embedding_bag reads.
         self.input_weight = nn.Parameter(torch.empty(vocab_size, gate_width))
@@ -69,7 +67,7 @@ class RecurrentClassifier(nn.Module):
     def forward(self, indices, offsets, values):
         """Logits for a batch of CSR rows: column ``indices``, row ``offsets`` and ``values``."""
         gates_x = F.embedding_bag(indices, self.input_weight, offsets, mode="sum",
-                                  per_sample_weights=values, sparse=self.sparse_input_grad)
+                                  per_sample_weights=values)
         hidden = self.step(gates_x + self.bias_ih[0], self.bias_hh[0])
         for layer, weight in enumerate(self.layer_weights, start=1):
             hidden = self.step(F.linear(self.drop(hidden), weight, self.bias_ih[layer]),
@@ -97,15 +95,14 @@ class RecurrentClassifier(nn.Module):
         self.head.load_state_dict(head.state_dict())
 
 
-def build(config, sparse_input_grad=False):
+def build(config):
     """The model a config describes (the one saved with its weights): a RecurrentClassifier
     for ``input: bow`` (or a config from before input modes), else a SequenceClassifier."""
     if config.get("input", "bow") == "sequence":
-        return SequenceClassifier.from_config(config, sparse_input_grad=sparse_input_grad)
+        return SequenceClassifier.from_config(config)
     return RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
                                hidden_size=config["hidden_size"], num_layers=config["num_layers"],
-                               dropout=config["dropout"], bidirectional=config["bidirectional"],
-                               sparse_input_grad=sparse_input_grad)
+                               dropout=config["dropout"], bidirectional=config["bidirectional"])
 
 
 # ---- sequence input: the text read word by word ----------------------------------------------
@@ -136,8 +133,7 @@ class SequenceClassifier(nn.Module):
     input = "sequence"
 
     def __init__(self, cell, vocab_size, num_classes, embedding_dim=128, hidden_size=128,
-                 num_layers=1, dropout=0.0, bidirectional=False, pooling="last", max_length=400,
-                 sparse_input_grad=False):
+                 num_layers=1, dropout=0.0, bidirectional=False, pooling="last", max_length=400):
         super().__init__()
         if cell not in RNN_MODULES:
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(RNN_MODULES)}")
@@ -148,8 +144,7 @@ class SequenceClassifier(nn.Module):
         self.packed = None  # None: pack on CUDA only; True/False force it (tests)
         directions = 2 if bidirectional else 1
         width = hidden_size * directions
-        self.embedding = nn.Embedding(vocab_size + 1, embedding_dim, padding_idx=vocab_size,
-                                      sparse=sparse_input_grad)
+        self.embedding = nn.Embedding(vocab_size + 1, embedding_dim, padding_idx=vocab_size)
         self.layers = nn.ModuleList(
             nn.ModuleList(RNN_MODULES[cell](embedding_dim if layer == 0 else width, hidden_size,
                                             batch_first=True) for _ in range(directions))
@@ -158,12 +153,12 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     @classmethod
-    def from_config(cls, config, sparse_input_grad=False):
+    def from_config(cls, config):
         return cls(config["cell"], config["vocab_size"], config["num_classes"],
                    embedding_dim=config["embedding_dim"], hidden_size=config["hidden_size"],
                    num_layers=config["num_layers"], dropout=config["dropout"],
                    bidirectional=config["bidirectional"], pooling=config["pooling"],
-                   max_length=config["max_length"], sparse_input_grad=sparse_input_grad)
+                   max_length=config["max_length"])
 
     @staticmethod
     def _run(rnn, x, lengths, packed):

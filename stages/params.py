@@ -157,7 +157,6 @@ SCHEMA = {
         "batch_size": (64, integer(1)),
         "lr": (0.001, number(0.0, low_open=True)),
         "weight_decay": (0.0, number(0.0)),
-        "optimizer": ("adam", choice("adam", "lazy_adam")),
         "device": ("auto", device),
         "nproc": (1, integer(1)),
         "bf16": (False, boolean),
@@ -223,9 +222,6 @@ def validate(raw):
     models = raw.get("models") or {}
     if not isinstance(models, dict):
         raise PipelineError(f"{PARAMS_FILE}: models must map model names to their settings")
-    if params["train"]["nproc"] > 1 and params["train"]["optimizer"] == "lazy_adam":
-        raise PipelineError(f"{PARAMS_FILE}: train.optimizer lazy_adam (sparse gradients) does not "
-                            "combine with train.nproc > 1; use adam or nproc: 1")
     if params["train"]["patience"] and not params["train"]["validation_fraction"]:
         raise PipelineError(f"{PARAMS_FILE}: train.patience needs a validation slice; set "
                             "train.validation_fraction (e.g. 0.1) or patience: 0")

@@ -80,9 +80,3 @@ def test_trains_on_cuda_with_bf16(project):
     checkpoint = torch.load(project.path / "data/models/lstm.pt", weights_only=True)
     assert checkpoint["device"].startswith("cuda")
     assert metrics(project, "lstm")["accuracy"] > 0.75
-
-
-def test_lazy_adam_trains_too(project):
-    project.edit_params("train.optimizer", "lazy_adam")
-    project.dvc("repro", "evaluate@gru")
-    assert metrics(project, "gru")["accuracy"] >= 1 / len(TOPICS) + 0.5
