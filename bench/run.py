@@ -68,6 +68,11 @@ def ours(workdir, env, log):
     instrument(clone, stage_log)
     result = {"repro": timed(["dvc", "repro"], clone, env, log)}
     result["stages"] = {s["stage"]: s for s in read_stages(stage_log)}
+    for model in MODELS:  # before the edit below retrains the GRU
+        metrics = json.loads((clone / "metrics" / f"{model}.json").read_text())
+        epochs = (clone / "metrics" / "train" / f"{model}.csv").read_text().splitlines()[1:]
+        result[model] = {"accuracy": metrics["accuracy"],
+                         "train_loop": sum(float(row.split(",")[3]) for row in epochs)}
     result["noop"] = timed(["dvc", "repro"], clone, env, log)
     params = (clone / "params.yaml").read_text()
     edited = re.sub(r"(\n  gru:\n(?:    .*\n)*?    hidden_size: )\d+", r"\g<1>64", params)
@@ -76,12 +81,6 @@ def ours(workdir, env, log):
     before = len(read_stages(stage_log))
     result["gru_edit"] = timed(["dvc", "repro"], clone, env, log)
     result["gru_edit_stages"] = sorted(s["stage"] for s in read_stages(stage_log, before))
-    subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=clone, check=True)
-    for model in MODELS:
-        metrics = json.loads((clone / "metrics" / f"{model}.json").read_text())
-        epochs = (clone / "metrics" / "train" / f"{model}.csv").read_text().splitlines()[1:]
-        result[model] = {"accuracy": metrics["accuracy"],
-                         "train_loop": sum(float(row.split(",")[-1]) for row in epochs)}
     return result
 
 

@@ -172,6 +172,8 @@ SCHEMA = {
         "num_layers": (1, integer(1)),
         "dropout": (0.0, number(0.0, 1.0, high_open=True)),
         "bidirectional": (False, boolean),
+        # null: train.epochs; sequence models, at a minute per epoch on a CPU, set their own.
+        "epochs": (None, optional(integer(1))),
         # bow: the seed's bag of words as one step; sequence: the words in order (the keys
         # below apply to sequence models only).
         "input": ("bow", choice("bow", "sequence")),

@@ -111,7 +111,8 @@ def train(name, p, model_p, group):
                 else nullcontext())
     header = ["epoch", "loss", "accuracy", "seconds"] + (["val_loss", "val_accuracy"] if early else [])
     log = []
-    for epoch in range(1, p["epochs"] + 1):
+    epochs = model_p["epochs"] or p["epochs"]
+    for epoch in range(1, epochs + 1):
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -133,7 +134,7 @@ def train(name, p, model_p, group):
         distributed.total(correct, group)
         seconds = time.perf_counter() - started
         row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))
-        line = (f"train {name}: epoch {epoch}/{p['epochs']} loss {row[1]:.4f} "
+        line = (f"train {name}: epoch {epoch}/{epochs} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
         if early:
             val_loss, val_accuracy, improved = early.update(epoch, model, device)
