@@ -13,6 +13,9 @@ SPACE = " ".join(TOPICS["sci.space"].split() * 3 + COMMON[:5])
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_archive):
     project = Project(tmp_path_factory.mktemp("predict") / "repo", tiny_archive)
+    # A few dozen tiny messages need more than the 2 epochs the real corpus gets.
+    project.edit_params("models.gru_seq.epochs", 10)
+    project.commit("gru_seq: 10 epochs")
     project.dvc("repro", "evaluate@lstm", "sequence/dvc.yaml:evaluate@gru_seq")
     (project.path / "space.txt").write_text(f"Subject: a question\n\n{SPACE}\n")
     (project.path / "hockey.txt").write_text(" ".join(TOPICS["rec.sport.hockey"].split() * 3))
@@ -95,7 +98,7 @@ def test_predict_on_a_fresh_clone_after_dvc_pull(trained, tmp_path):
 def test_early_stopping_holds_out_part_of_the_train_split(project):
     project.edit_params("train.validation_fraction", 0.25)
     project.edit_params("train.patience", 2)
-    project.edit_params("train.epochs", 40)
+    project.edit_params("models.gru_seq.epochs", 40)
     project.edit_params("models.gru_seq.max_length", 20)
     out = project.dvc("repro", "sequence/dvc.yaml:train@gru_seq").stderr
     log = (project.path / "metrics/train/gru_seq.csv").read_text().splitlines()
