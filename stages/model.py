@@ -5,18 +5,53 @@ recurrent layer, then a linear head over the last output.  A single step from a 
 makes every recurrent matrix ``W_hh`` multiply zeros, so each gate is ``W_ih·x + b_ih + b_hh``
 (plus, for the GRU's candidate gate, ``r * b_hn``).  That is computed here directly: ``W_ih·x``
 for a sparse row is ``F.embedding_bag(mode="sum")`` over the row's non-zeros, weighted by its
-values, which never densifies the 10,000-wide input.  The weights are laid out exactly as in
+values, which never densifies the 10,000-wide input (on the CPU its backward is scipy's, see
+:class:`CsrTimesWeight`).  The weights are laid out exactly as in
 ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (minus the ``W_hh`` that cannot act), with the same
 initialisation, so :meth:`RecurrentClassifier.load_torch_rnn` takes
 the weights of the PyTorch module and tests/test_model.py proves outputs and gradients are equal.
 """
 import math
 
+import numpy as np
+import scipy.sparse
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+class CsrTimesWeight(torch.autograd.Function):
+    """``X·W`` for a batch of CSR rows ``X`` and a dense ``W`` (vocab × width), on the CPU.
+
+    The forward is ``F.embedding_bag``; the backward computes ``Xᵀ·grad`` with scipy, whose
+    sparse × dense product scatters each non-zero straight into the gradient.  PyTorch's own
+    embedding_bag backward on the CPU first sorts the indices, which made it most of a training
+    step's time (tests/test_model.py checks both give the same gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, indices, offsets, values, weight):
+        ctx.save_for_backward(indices, offsets, values)
+        ctx.vocab_size = weight.shape[0]
+        return F.embedding_bag(indices, weight, offsets, mode="sum", per_sample_weights=values)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        indices, offsets, values = ctx.saved_tensors
+        rows = scipy.sparse.csr_matrix(
+            (values.numpy(), indices.numpy(), np.append(offsets.numpy(), len(indices))),
+            shape=(len(offsets), ctx.vocab_size))
+        grad_weight = rows.T @ grad_output.contiguous().numpy()
+        return None, None, None, torch.from_numpy(np.ascontiguousarray(grad_weight))
+
+
+def csr_times_weight(indices, offsets, values, weight):
+    """``X·W`` for CSR rows (``indices``, ``offsets``, ``values``), never densifying ``X``."""
+    if weight.device.type == "cpu":
+        return CsrTimesWeight.apply(indices, offsets, values, weight)
+    return F.embedding_bag(indices, weight, offsets, mode="sum", per_sample_weights=values)
 
 
 class RecurrentClassifier(nn.Module):
@@ -66,8 +101,7 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, indices, offsets, values):
         """Logits for a batch of CSR rows: column ``indices``, row ``offsets`` and ``values``."""
-        gates_x = F.embedding_bag(indices, self.input_weight, offsets, mode="sum",
-                                  per_sample_weights=values)
+        gates_x = csr_times_weight(indices, offsets, values, self.input_weight)
         hidden = self.step(gates_x + self.bias_ih[0], self.bias_hh[0])
         for layer, weight in enumerate(self.layer_weights, start=1):
             hidden = self.step(F.linear(self.drop(hidden), weight, self.bias_ih[layer]),

@@ -2,28 +2,59 @@
 
 metrics/<model>.json holds only values that a repeated run reproduces exactly (no times),
 so ``dvc metrics diff`` shows real changes only.
+
+The scores are scikit-learn's (``accuracy_score``, ``f1_score`` and ``classification_report``
+with ``zero_division=0``; tests/test_train_evaluate.py checks they agree), computed here from
+the confusion matrix because importing ``sklearn.metrics`` took a third of each evaluate stage.
 """
+import numpy as np
+
 from stages import paths
 from stages.files import write_csv, write_json
 
 
-def write_scores(name, classes, ids, y_true, y_pred, parameters, test_loss=None):
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
+def class_scores(y_true, y_pred, num_classes):
+    """Per-class precision, recall, F1 and support, as arrays (0 where undefined)."""
+    confusion = np.bincount(np.asarray(y_true) * num_classes + np.asarray(y_pred),
+                            minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    hits, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
 
+    def ratio(numerator, denominator):
+        return np.divide(numerator, denominator, out=np.zeros(num_classes),
+                         where=denominator > 0)
+
+    f1 = ratio(2 * hits, support + predicted)  # 2·tp / (2·tp + fp + fn)
+    return ratio(hits, predicted), ratio(hits, support), f1, support
+
+
+def report(y_true, y_pred, classes):
+    """scikit-learn's ``classification_report(..., output_dict=True, zero_division=0)``."""
+    precision, recall, f1, support = class_scores(y_true, y_pred, len(classes))
+    total = int(support.sum())
+    rows = {name: {"precision": float(p), "recall": float(r), "f1-score": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)}
+    rows["accuracy"] = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    for name, weights in (("macro avg", None), ("weighted avg", support)):
+        rows[name] = {"precision": float(np.average(precision, weights=weights)),
+                      "recall": float(np.average(recall, weights=weights)),
+                      "f1-score": float(np.average(f1, weights=weights)), "support": total}
+    return rows
+
+
+def write_scores(name, classes, ids, y_true, y_pred, parameters, test_loss=None):
+    scores = report(y_true, y_pred, classes)
     metrics = {
-        "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-        "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 6),
-        "weighted_f1": round(float(f1_score(y_true, y_pred, average="weighted", zero_division=0)), 6),
+        "accuracy": round(scores["accuracy"], 6),
+        "macro_f1": round(scores["macro avg"]["f1-score"], 6),
+        "weighted_f1": round(scores["weighted avg"]["f1-score"], 6),
         "parameters": int(parameters),
     }
     if test_loss is not None:
         metrics["test_loss"] = round(float(test_loss), 6)
-    report = classification_report(y_true, y_pred, labels=list(range(len(classes))),
-                                   target_names=classes, output_dict=True, zero_division=0)
     write_json(paths.metrics(name), metrics)
     write_json(paths.class_report(name),
                {key: {k: round(v, 6) for k, v in value.items()} if isinstance(value, dict)
-                else round(value, 6) for key, value in report.items()})
+                else round(value, 6) for key, value in scores.items()})
     write_csv(paths.predictions(name), ["id", "actual", "predicted"],
               ((doc, classes[t], classes[p]) for doc, t, p in zip(ids, y_true, y_pred)))
     return metrics

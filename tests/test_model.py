@@ -5,7 +5,7 @@ import scipy.sparse
 import torch
 from torch import nn
 
-from stages.model import RecurrentClassifier
+from stages.model import RecurrentClassifier, csr_times_weight
 
 MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -71,3 +71,24 @@ def test_initialisation_matches_torch_ranges():
     weight = model.input_weight.detach()
     assert weight.abs().max() <= bound
     assert weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_csr_times_weight_backward_equals_embedding_bag(dtype):
+    # The CPU backward is scipy's scatter instead of embedding_bag's; same gradient, an empty
+    # row and repeated columns across rows included.
+    matrix = random_csr(9, 50, seed=3)
+    matrix = scipy.sparse.vstack([matrix[:4], scipy.sparse.csr_matrix((1, 50)), matrix[4:]]).tocsr()
+    indices = torch.from_numpy(matrix.indices).long()
+    offsets = torch.from_numpy(matrix.indptr[:-1]).long()
+    values = torch.from_numpy(matrix.data).to(dtype)
+    grad_output = torch.randn(10, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    gradients = []
+    for product in (csr_times_weight, lambda i, o, v, w: nn.functional.embedding_bag(
+            i, w, o, mode="sum", per_sample_weights=v)):
+        weight = torch.randn(50, 6, dtype=dtype, generator=torch.Generator().manual_seed(1),
+                             requires_grad=True)
+        product(indices, offsets, values, weight).backward(grad_output)
+        gradients.append(weight.grad)
+    assert gradients[0].dtype == dtype and gradients[0].any()
+    torch.testing.assert_close(gradients[0], gradients[1])

@@ -80,3 +80,25 @@ def test_trains_on_cuda_with_bf16(project):
     checkpoint = torch.load(project.path / "data/models/lstm.pt", weights_only=True)
     assert checkpoint["device"].startswith("cuda")
     assert metrics(project, "lstm")["accuracy"] > 0.75
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scores_equal_scikit_learns(seed):
+    # Five classes; class 3 is never predicted and class 4 never occurs (zero_division cases).
+    import numpy as np
+    from sklearn.metrics import classification_report
+
+    from stages.scoring import report
+
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 4, size=200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 5, size=200))
+    y_pred[y_pred == 3] = 4
+    classes = ["a", "b", "c", "d", "e"]
+    expected = classification_report(y_true, y_pred, labels=range(5), target_names=classes,
+                                     output_dict=True, zero_division=0)
+    actual = report(y_true, y_pred, classes)
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        assert actual[key] == pytest.approx(value, abs=1e-12), key
+    assert actual["d"]["precision"] == 0 and actual["e"]["support"] == 0
