@@ -7,7 +7,7 @@ import torch
 
 from stages import ragged
 from stages.errors import PipelineError
-from stages.files import load_features, require
+from stages.files import load_features, load_labels
 from stages.paths import LABELS, SEQUENCES
 
 
@@ -104,8 +104,7 @@ def load_inputs(input_mode, subset):
     sequences (sequence, a ragged.Ragged), with the subset's int64 labels."""
     if input_mode == "sequence":
         sequences = ragged.load(SEQUENCES[subset])
-        with np.load(require(LABELS)) as labels:
-            labels = labels[subset].astype(np.int64)
+        labels = load_labels(subset)
         if len(labels) != len(sequences):
             raise PipelineError(f"{SEQUENCES[subset]} has {len(sequences)} documents but "
                                 f"{LABELS} has {len(labels)} labels; rerun `dvc repro`")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.paths import FEATURES, FEATURES_META, LABELS
+from stages.paths import FEATURES, FEATURES_META, LABELS, VECTORIZER
 
 
 @contextmanager
@@ -107,13 +107,25 @@ def save_weights(path, checkpoint):
         tmp.write_bytes(buffer.getbuffer())
 
 
+def load_labels(subset):
+    """The int64 labels of the "train" or "test" split."""
+    with np.load(require(LABELS)) as labels:
+        return labels[subset].astype(np.int64)
+
+
 def load_features(subset):
     """(CSR float32 matrix, int64 labels) of the "train" or "test" split."""
     import scipy.sparse
 
     matrix = scipy.sparse.load_npz(require(FEATURES[subset])).tocsr()
-    with np.load(require(LABELS)) as labels:
-        return matrix.astype(np.float32, copy=False), labels[subset].astype(np.int64)
+    return matrix.astype(np.float32, copy=False), load_labels(subset)
+
+
+def load_vectorizer():
+    """The vectorizer fitted by the vectorize stage (a joblib pickle the pipeline wrote)."""
+    import joblib
+
+    return joblib.load(require(VECTORIZER))
 
 
 def load_meta():

@@ -22,8 +22,7 @@ from stages.errors import PipelineError, run_stage
 from stages.batches import input_mode, predict_logits
 from stages.evaluate import load_model
 from stages.fetch import strip
-from stages.files import load_meta, require
-from stages.paths import VECTORIZER, weights
+from stages.files import load_meta, load_vectorizer
 
 
 def positive(value):
@@ -76,15 +75,12 @@ def main(argv):
     parser.add_argument("--json", action="store_true", help="one JSON object per message")
     parser.add_argument("files", nargs="*", metavar="FILE", help="messages; - or none: standard input")
     args = parser.parse_args(argv)
-    import joblib
-
     models = params.load("models")
     if args.model not in models:
         raise PipelineError(f"unknown model {args.model!r}; known models: {', '.join(models) or 'none'}")
-    require(weights(args.model))
-    classes = load_meta()["classes"]
-    vectorizer = joblib.load(require(VECTORIZER))
     model = load_model(args.model)
+    classes = load_meta()["classes"]
+    vectorizer = load_vectorizer()
     messages = read_messages(args.files or ["-"], params.load("fetch")["remove"])
 
     features, known = features_for(model, vectorizer, [text for _, text in messages])

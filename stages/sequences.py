@@ -15,8 +15,8 @@ import sys
 import numpy as np
 
 from stages.errors import run_stage
-from stages.files import read_parquet, require
-from stages.paths import SEQUENCES, SPLIT_TEST, SPLIT_TRAIN, VECTORIZER
+from stages.files import load_vectorizer, read_parquet
+from stages.paths import SEQUENCES, SPLIT_TEST, SPLIT_TRAIN
 from stages.ragged import Ragged, save
 
 
@@ -36,12 +36,6 @@ def tokenizer(vectorizer):
 def encode(vectorizer, texts):
     encode_one = tokenizer(vectorizer)
     return Ragged.from_rows(encode_one(text) for text in texts)
-
-
-def load_vectorizer():
-    import joblib
-
-    return joblib.load(require(VECTORIZER))
 
 
 def main(argv):
