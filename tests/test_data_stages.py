@@ -114,6 +114,33 @@ def test_vectorize_writes_csr_fitted_on_train_only(fetched):
         assert len(labels["train"]) == train_x.shape[0] and len(labels["test"]) == test_x.shape[0]
 
 
+@pytest.mark.parametrize("weighting", ["count", "binary", "tfidf"])
+def test_vocabulary_cut_keeps_the_alphabetically_first_of_tied_terms(weighting):
+    """3,000 terms with counts 1-5 cut to 1,000: scikit-learn's unstable argsort keeps a
+    CPU-dependent choice among the tied terms (141 differ on an AVX2 machine); ours is fixed."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    from stages.params import validate
+    from stages.vectorize import fit_vectorizer
+
+    counts = np.random.default_rng(0).integers(1, 6, 3000)
+    terms = np.array([f"w{i:04d}" for i in range(len(counts))])
+    # Document j holds the terms counted more than j times: a term's count is its document count.
+    texts = [" ".join(terms[counts > j]) for j in range(counts.max())]
+    p = dict(validate({})["vectorize"], max_features=1000, weighting=weighting)
+    vectorizer, matrix = fit_vectorizer(p, texts)
+
+    by_count = sorted(range(len(terms)), key=lambda i: (-counts[i], terms[i]))
+    expected = sorted(terms[by_count[:1000]])
+    assert list(vectorizer.get_feature_names_out()) == expected
+    options = dict(vocabulary=expected, token_pattern=r"\b\w+\b", dtype=np.float32)
+    reference = (TfidfVectorizer(sublinear_tf=True, **options) if weighting == "tfidf"
+                 else CountVectorizer(binary=weighting == "binary", **options))
+    expected_matrix = reference.fit_transform(texts)
+    assert abs(matrix - expected_matrix).max() == 0
+    assert abs(vectorizer.transform(texts) - expected_matrix).max() == 0
+
+
 @pytest.mark.parametrize("weighting", ["binary", "tfidf"])
 def test_vectorize_weightings(project, weighting):
     for stage in ("fetch", "split"):
