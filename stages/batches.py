@@ -36,14 +36,16 @@ class CsrBatches:
         return self.iterate(np.arange(self.matrix.shape[0]))
 
     def iterate(self, order):
+        # One scipy gather puts the epoch's rows in order; each batch is then a contiguous
+        # slice of it, several times cheaper than indexing the matrix once per batch.
+        matrix, labels = self.matrix[order], self.labels[order]
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            batch = self.matrix[rows]
-            # embedding_bag wants indices and offsets of one integer type.
-            inputs = (self._to_device(batch.indices.astype(np.int64, copy=False)),
-                      self._to_device(batch.indptr[:-1].astype(np.int64, copy=False)),
-                      self._to_device(batch.data))
-            yield inputs, self._to_device(self.labels[rows])
+            stop = min(start + self.batch_size, len(order))
+            first, last = matrix.indptr[start], matrix.indptr[stop]
+            # embedding_bag takes int32 or int64 indices, as long as offsets have the same type.
+            offsets = (matrix.indptr[start:stop] - first).astype(matrix.indices.dtype)
+            inputs = (matrix.indices[first:last], offsets, matrix.data[first:last])
+            yield tuple(map(self._to_device, inputs)), self._to_device(labels[start:stop])
 
 
 class SequenceBatches:

@@ -7,6 +7,7 @@ deliberately plain: shuffle, forward, loss, backward, step; one line per epoch o
 With ``train.nproc > 1`` (or under torchrun) it is data-parallel: see stages/distributed.py.
 """
 import argparse
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -115,22 +116,22 @@ def train(name, p, model_p, group):
     for epoch in range(1, epochs + 1):
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        loss_sum, correct = 0.0, torch.zeros((), device=device, dtype=torch.long)
         order = epoch_order(len(labels), shuffle, group)
         for batch, (inputs, targets) in enumerate(batches.iterate(order), start=1):
             with autocast:
                 logits = forward(*inputs)
             loss = F.cross_entropy(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise PipelineError(f"train {name}: loss became {loss.item()} at epoch {epoch}, "
+            batch_loss = loss.item()
+            if not math.isfinite(batch_loss):
+                raise PipelineError(f"train {name}: loss became {batch_loss} at epoch {epoch}, "
                                     f"batch {batch}; lower train.lr or check {FEATURES['train']}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(targets)
+            loss_sum += batch_loss * len(targets)
             correct += (logits.argmax(1) == targets).sum()
-        distributed.total(loss_sum, group)
+        loss_sum = distributed.total(torch.tensor(loss_sum, device=device), group)
         distributed.total(correct, group)
         seconds = time.perf_counter() - started
         row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))

@@ -1,10 +1,12 @@
 """The fast model computes exactly what nn.RNN / nn.LSTM / nn.GRU compute on a one-step
 sequence from a zero state, the seed's setting: same outputs, same gradients."""
+import numpy as np
 import pytest
 import scipy.sparse
 import torch
 from torch import nn
 
+from stages.batches import CsrBatches
 from stages.model import RecurrentClassifier, csr_times_weight
 
 MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -73,14 +75,15 @@ def test_initialisation_matches_torch_ranges():
     assert weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
 
 
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_csr_times_weight_backward_equals_embedding_bag(dtype):
+def test_csr_times_weight_backward_equals_embedding_bag(dtype, index_dtype):
     # The CPU backward is scipy's scatter instead of embedding_bag's; same gradient, an empty
     # row and repeated columns across rows included.
     matrix = random_csr(9, 50, seed=3)
     matrix = scipy.sparse.vstack([matrix[:4], scipy.sparse.csr_matrix((1, 50)), matrix[4:]]).tocsr()
-    indices = torch.from_numpy(matrix.indices).long()
-    offsets = torch.from_numpy(matrix.indptr[:-1]).long()
+    indices = torch.from_numpy(matrix.indices).to(index_dtype)
+    offsets = torch.from_numpy(matrix.indptr[:-1]).to(index_dtype)
     values = torch.from_numpy(matrix.data).to(dtype)
     grad_output = torch.randn(10, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
     gradients = []
@@ -92,3 +95,21 @@ def test_csr_times_weight_backward_equals_embedding_bag(dtype):
         gradients.append(weight.grad)
     assert gradients[0].dtype == dtype and gradients[0].any()
     torch.testing.assert_close(gradients[0], gradients[1])
+
+
+def test_csr_batches_are_the_rows_in_the_given_order():
+    """Every batch is the CSR of its rows of the matrix, in the epoch's order (the last one
+    short), with offsets of the indices' integer type, as embedding_bag requires."""
+    matrix = random_csr(22, 40, seed=4)
+    matrix = scipy.sparse.vstack([matrix[:5], scipy.sparse.csr_matrix((1, 40)), matrix[5:]]).tocsr()
+    labels = np.arange(23) * 10
+    order = np.random.default_rng(0).permutation(23)
+    batches = list(CsrBatches(matrix, labels, 5, torch.device("cpu")).iterate(order))
+    assert [len(targets) for _, targets in batches] == [5, 5, 5, 5, 3]
+    for number, ((indices, offsets, values), targets) in enumerate(batches):
+        rows = order[number * 5:number * 5 + 5]
+        assert targets.tolist() == labels[rows].tolist()
+        assert offsets.dtype == indices.dtype
+        pieces = (values.numpy(), indices.numpy(), np.append(offsets.numpy(), len(indices)))
+        batch = scipy.sparse.csr_matrix(pieces, shape=(len(rows), 40))
+        assert (batch != matrix[rows]).nnz == 0
