@@ -194,6 +194,8 @@ def sklearn_order(documents):
 
 
 def strip(text, remove):
+    if not remove:  # the default: spares the stage scikit-learn's import, seconds long
+        return text
     from sklearn.datasets._twenty_newsgroups import (
         strip_newsgroup_footer, strip_newsgroup_header, strip_newsgroup_quoting)
 
