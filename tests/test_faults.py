@@ -414,8 +414,11 @@ def test_training_killed_part_way_leaves_nothing_complete_and_repro_recovers(rea
     ready.edit_params("train.epochs", 100_000)
     before = outputs(ready)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        # A shell's background job (`cmd &` without job control) inherits SIGINT ignored, and
+        # Python then keeps ignoring it: give the stage the default disposition a user's has.
         process = subprocess.Popen([sys.executable, "-m", "stages.train", "lstm"], cwd=ready.path,
-                                   env=ready.env, stderr=subprocess.PIPE, text=True)
+                                   env=ready.env, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for line in process.stderr:  # until training is under way
                 if line.startswith("train lstm: epoch 1/100000"):
