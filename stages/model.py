@@ -28,29 +28,45 @@ class CsrTimesWeight(torch.autograd.Function):
     The forward is ``F.embedding_bag``; the backward computes ``Xᵀ·grad`` with scipy, whose
     sparse × dense product scatters each non-zero straight into the gradient.  PyTorch's own
     embedding_bag backward on the CPU first sorts the indices, which made it most of a training
-    step's time (tests/test_model.py checks both give the same gradient).
+    step's time (tests/test_model.py checks both give the same gradient).  With
+    ``sparse_grad`` the gradient is a sparse COO tensor of the rows the batch's words touch,
+    the rest being zero (stages/optim.py's Adam takes it); else a dense tensor.
     """
 
     @staticmethod
-    def forward(ctx, indices, offsets, values, weight):
+    def forward(ctx, indices, offsets, values, weight, sparse_grad):
         ctx.save_for_backward(indices, offsets, values)
-        ctx.vocab_size = weight.shape[0]
+        ctx.vocab_size, ctx.sparse_grad = weight.shape[0], sparse_grad
         return F.embedding_bag(indices, weight, offsets, mode="sum", per_sample_weights=values)
 
     @staticmethod
     def backward(ctx, grad_output):
         indices, offsets, values = ctx.saved_tensors
-        rows = scipy.sparse.csr_matrix(
-            (values.numpy(), indices.numpy(), np.append(offsets.numpy(), len(indices))),
-            shape=(len(offsets), ctx.vocab_size))
-        grad_weight = rows.T @ grad_output.contiguous().numpy()
-        return None, None, None, torch.from_numpy(np.ascontiguousarray(grad_weight))
+        grad_output = grad_output.contiguous().numpy()
+        if not ctx.sparse_grad:
+            rows = scipy.sparse.csr_matrix(
+                (values.numpy(), indices.numpy(), np.append(offsets.numpy(), len(indices))),
+                shape=(len(offsets), ctx.vocab_size))
+            grad_weight = torch.from_numpy(np.ascontiguousarray(rows.T @ grad_output))
+            return None, None, None, grad_weight, None
+        from stages.kernels import csr_transpose_times  # numba: only training needs it
+
+        touched, product = csr_transpose_times(indices.long().numpy(), offsets.long().numpy(),
+                                               values.numpy(), grad_output, ctx.vocab_size)
+        grad_weight = torch.sparse_coo_tensor(torch.from_numpy(touched)[None],
+                                              torch.from_numpy(product),
+                                              (ctx.vocab_size, grad_output.shape[1]),
+                                              is_coalesced=True, check_invariants=False)
+        return None, None, None, grad_weight, None
 
 
-def csr_times_weight(indices, offsets, values, weight):
-    """``X·W`` for CSR rows (``indices``, ``offsets``, ``values``), never densifying ``X``."""
+def csr_times_weight(indices, offsets, values, weight, sparse_grad=False):
+    """``X·W`` for CSR rows (``indices``, ``offsets``, ``values``), never densifying ``X``;
+    on the CPU, ``sparse_grad`` makes W's gradient a sparse tensor of the rows X touches."""
     if weight.device.type == "cpu":
-        return CsrTimesWeight.apply(indices, offsets, values, weight)
+        if sparse_grad and weight.dtype != torch.float32:
+            raise TypeError(f"sparse gradients of the input weight need float32, not {weight.dtype}")
+        return CsrTimesWeight.apply(indices, offsets, values, weight, sparse_grad)
     return F.embedding_bag(indices, weight, offsets, mode="sum", per_sample_weights=values)
 
 
@@ -72,6 +88,7 @@ class RecurrentClassifier(nn.Module):
         self.bias_hh = nn.ParameterList(nn.Parameter(torch.empty(gate_width)) for _ in range(num_layers))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * self.directions, num_classes)
+        self.sparse_input_grad = False  # True: input_weight's gradient is sparse, on the CPU
         self.reset_recurrent_parameters()
 
     def reset_recurrent_parameters(self):
@@ -101,7 +118,8 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, indices, offsets, values):
         """Logits for a batch of CSR rows: column ``indices``, row ``offsets`` and ``values``."""
-        gates_x = csr_times_weight(indices, offsets, values, self.input_weight)
+        gates_x = csr_times_weight(indices, offsets, values, self.input_weight,
+                                   self.sparse_input_grad)
         hidden = self.step(gates_x + self.bias_ih[0], self.bias_hh[0])
         for layer, weight in enumerate(self.layer_weights, start=1):
             hidden = self.step(F.linear(self.drop(hidden), weight, self.bias_ih[layer]),

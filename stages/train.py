@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import devices, distributed, params
+from stages import devices, distributed, optim, params
 from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, save_weights, write_csv
@@ -25,11 +25,16 @@ from stages.paths import FEATURES, train_log, weights
 from stages.ragged import Ragged
 
 
-def make_optimizer(model, p):
-    """The seed's Adam, fused: one kernel over every tensor instead of one parameter at a time,
-    several times faster on the CPU for the 10,000-row input matrix."""
-    return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
-                            fused=True)
+def make_optimizer(model, p, group):
+    """The seed's Adam.  On the CPU, stages/optim.py's, which takes the bag-of-words input
+    matrix's gradient as the sparse rows a batch touches (unless DistributedDataParallel, which
+    all-reduces dense gradients, is in the way); elsewhere torch's fused one."""
+    if group.device.type != "cpu":
+        return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
+                                fused=True)
+    if hasattr(model, "sparse_input_grad"):
+        model.sparse_input_grad = group.world_size == 1
+    return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
 
 
 def validation_split(count, fraction, seed):
@@ -95,7 +100,7 @@ def train(name, p, model_p, group):
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
         # which the CPU computes several times more slowly.  Flushing them to zero avoids that.
         torch.set_flush_denormal(True)
-    optimizer = make_optimizer(model, p)
+    optimizer = make_optimizer(model, p, group)
     train_rows, validation_rows = validation_split(len(labels), p["validation_fraction"], p["seed"])
     early = None
     if validation_rows is not None:
@@ -126,7 +131,7 @@ def train(name, p, model_p, group):
             if not math.isfinite(batch_loss):
                 raise PipelineError(f"train {name}: loss became {batch_loss} at epoch {epoch}, "
                                     f"batch {batch}; lower train.lr or check {FEATURES['train']}")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             loss_sum += batch_loss * len(targets)

@@ -71,6 +71,23 @@ def write_archive(path, documents, extra=()):
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """stages/kernels.py's numba kernels, compiled once into stages/__pycache__ (seconds each
+    time; loading them takes a fraction of one), for share_compiled_kernels to copy."""
+    run([sys.executable, "-c", "import stages.kernels"], ROOT)
+
+
+def share_compiled_kernels(stages):
+    """Give a copy of stages/ (the folder ``stages``) the session's compiled kernels.  numba
+    keys its cache by the source's size and modification time, which a git checkout resets."""
+    source = ROOT / "stages" / "kernels.py"
+    os.utime(stages / "kernels.py", ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    (stages / "__pycache__").mkdir(exist_ok=True)
+    for compiled in (ROOT / "stages" / "__pycache__").glob("kernels.*.nb[ic]"):
+        shutil.copy2(compiled, stages / "__pycache__")
+
+
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory):
     return write_archive(tmp_path_factory.mktemp("archive") / "20news-bydate.tar.gz",
@@ -107,6 +124,7 @@ class Project:
             elif source.exists():
                 (path / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, path / name)
+        share_compiled_kernels(path / "stages")
         self.git("init", "-q", "-b", "main")
         self.git("config", "user.email", "test@example.com")
         self.git("config", "user.name", "test")

@@ -76,10 +76,11 @@ def test_initialisation_matches_torch_ranges():
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_csr_times_weight_backward_equals_embedding_bag(dtype, index_dtype):
-    # The CPU backward is scipy's scatter instead of embedding_bag's; same gradient, an empty
-    # row and repeated columns across rows included.
+@pytest.mark.parametrize("dtype,sparse_grad", [(torch.float32, False), (torch.float64, False),
+                                               (torch.float32, True)])
+def test_csr_times_weight_backward_equals_embedding_bag(dtype, sparse_grad, index_dtype):
+    # The CPU backward is scipy's scatter, or the numba kernel's sparse rows, instead of
+    # embedding_bag's; same gradient, an empty row and repeated columns across rows included.
     matrix = random_csr(9, 50, seed=3)
     matrix = scipy.sparse.vstack([matrix[:4], scipy.sparse.csr_matrix((1, 50)), matrix[4:]]).tocsr()
     indices = torch.from_numpy(matrix.indices).to(index_dtype)
@@ -87,12 +88,17 @@ def test_csr_times_weight_backward_equals_embedding_bag(dtype, index_dtype):
     values = torch.from_numpy(matrix.data).to(dtype)
     grad_output = torch.randn(10, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
     gradients = []
-    for product in (csr_times_weight, lambda i, o, v, w: nn.functional.embedding_bag(
-            i, w, o, mode="sum", per_sample_weights=v)):
+    for product in (lambda *args: csr_times_weight(*args, sparse_grad=sparse_grad),
+                    lambda i, o, v, w: nn.functional.embedding_bag(i, w, o, mode="sum",
+                                                                  per_sample_weights=v)):
         weight = torch.randn(50, 6, dtype=dtype, generator=torch.Generator().manual_seed(1),
                              requires_grad=True)
         product(indices, offsets, values, weight).backward(grad_output)
         gradients.append(weight.grad)
+    assert gradients[0].is_sparse == sparse_grad
+    if sparse_grad:  # only the columns that some row holds, each once
+        assert gradients[0]._indices()[0].tolist() == sorted(set(matrix.indices.tolist()))
+        gradients[0] = gradients[0].to_dense()
     assert gradients[0].dtype == dtype and gradients[0].any()
     torch.testing.assert_close(gradients[0], gradients[1])
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Project, run
+from conftest import ROOT, Project, run, share_compiled_kernels
 
 MODELS = ("rnn", "lstm", "gru")
 TRAIN = tuple(f"train@{m}" for m in MODELS)
@@ -34,6 +34,7 @@ class Clone(Project):
     def __init__(self, source, path, env):
         self.path, self.env = Path(path), env
         run(["git", "clone", "-q", str(source.path), str(self.path)], self.path.parent, env)
+        share_compiled_kernels(self.path / "stages")
         self.git("config", "user.email", "test@example.com")
         self.git("config", "user.name", "test")
 
