@@ -54,7 +54,8 @@ CHUNK_ROWS = 64  # rows per parallel task
 @numba.njit(inline="always", error_model="numpy")
 def _update_row(param, exp_avg, exp_avg_sq, grad, step_size, bias_correction2_sqrt,
                 exp_avg_weight, beta2, exp_avg_sq_weight, eps, weight_decay):
-    # torch's fused CPU kernel in float32: the same operations in the same order.
+    # torch's fused CPU kernel in float32: its operations in its order (it fuses the first
+    # moment's multiply-add, so the two agree to rounding).
     for j in range(param.shape[0]):
         weight = param[j]
         g = grad[j] + weight_decay * weight
