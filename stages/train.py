@@ -20,21 +20,21 @@ from stages import devices, distributed, optim, params
 from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, save_weights, write_csv
-from stages.model import build
+from stages.model import RecurrentClassifier, build
 from stages.paths import FEATURES, train_log, weights
 from stages.ragged import Ragged
 
 
 def make_optimizer(model, p, group):
-    """The seed's Adam.  On the CPU, stages/optim.py's, which takes the bag-of-words input
-    matrix's gradient as the sparse rows a batch touches (unless DistributedDataParallel, which
-    all-reduces dense gradients, is in the way); elsewhere torch's fused one."""
-    if group.device.type != "cpu":
-        return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
-                                fused=True)
-    if hasattr(model, "sparse_input_grad"):
-        model.sparse_input_grad = group.world_size == 1
-    return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
+    """The seed's Adam.  A bag-of-words model trained on the CPU by one process gets
+    stages/optim.py's, and hands it the input matrix's gradient as the sparse rows each batch
+    touches; every other case torch's fused Adam on dense gradients (DistributedDataParallel
+    all-reduces dense gradients; CUDA's embedding_bag backward is fast as it is)."""
+    if isinstance(model, RecurrentClassifier) and group.device.type == "cpu" and group.world_size == 1:
+        model.sparse_input_grad = True
+        return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
+                            fused=True)
 
 
 def validation_split(count, fraction, seed):
