@@ -19,13 +19,27 @@ def csr_transpose_times(indices, offsets, values, grad_output, vocab_size):
     of a batch, as (the rows of Xᵀ that hold a non-zero, in order; those rows of the product).
     The other rows of the product are zero."""
     # Xᵀ in CSR form by a counting sort (each column's documents in order), so that every row
-    # of the product is summed by one thread, straight from the small grad_output.
-    starts = np.zeros(vocab_size + 1, np.int64)
+    # of the product is summed by one thread, straight from the small grad_output.  Plain loops
+    # rather than numpy calls: with parallel=True numba compiles each of those as a parallel
+    # loop of its own, which doubled the compile time.
+    counts = np.empty(vocab_size, np.int64)
+    for column in range(vocab_size):
+        counts[column] = 0
     for column in indices:
-        starts[column + 1] += 1
-    touched = np.flatnonzero(starts[1:])
-    starts = np.cumsum(starts)
-    free = starts[:-1].copy()
+        counts[column] += 1
+    touched_count = 0
+    for column in range(vocab_size):
+        touched_count += counts[column] > 0
+    touched = np.empty(touched_count, np.int64)
+    starts = np.empty(touched_count + 1, np.int64)
+    free = np.empty(vocab_size, np.int64)  # where a column's next entry goes
+    t = total = 0
+    for column in range(vocab_size):
+        if counts[column]:
+            touched[t], starts[t], free[column] = column, total, total
+            total += counts[column]
+            t += 1
+    starts[touched_count] = total
     documents = np.empty(len(indices), np.int64)
     weights = np.empty(len(indices), np.float32)
     for document in range(len(offsets)):
@@ -34,10 +48,12 @@ def csr_transpose_times(indices, offsets, values, grad_output, vocab_size):
             at = free[indices[k]]
             documents[at], weights[at] = document, values[k]
             free[indices[k]] = at + 1
-    product = np.zeros((len(touched), grad_output.shape[1]), np.float32)
-    for t in numba.prange(len(touched)):
+    product = np.empty((touched_count, grad_output.shape[1]), np.float32)
+    for t in numba.prange(touched_count):
         row = product[t]
-        for at in range(starts[touched[t]], starts[touched[t] + 1]):
+        for j in range(len(row)):
+            row[j] = 0
+        for at in range(starts[t], starts[t + 1]):
             grad, weight = grad_output[documents[at]], weights[at]
             for j in range(len(row)):
                 row[j] += weight * grad[j]
@@ -76,7 +92,9 @@ def adam_rows(param, exp_avg, exp_avg_sq, rows, grad_rows, step_size, bias_corre
     exp_avg_weight, exp_avg_sq_weight = np.float32(exp_avg_weight), np.float32(exp_avg_sq_weight)
     beta2, eps, weight_decay = np.float32(beta2), np.float32(eps), np.float32(weight_decay)
     count, width = param.shape
-    zero = np.zeros(width, np.float32)
+    zero = np.empty(width, np.float32)
+    for j in range(width):  # not np.zeros: see csr_transpose_times
+        zero[j] = 0
     for chunk in numba.prange((count + CHUNK_ROWS - 1) // CHUNK_ROWS):
         first = chunk * CHUNK_ROWS
         k = np.searchsorted(rows, first)
