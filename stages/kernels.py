@@ -2,15 +2,17 @@
 sparse gradient (model.CsrTimesWeight) and Adam's update (optim.Adam).
 
 Both are compiled when this module is first imported and cached beside it (``__pycache__``);
-later imports load them in a fraction of a second.  Plain loops, one pass over the data: numpy
-or torch would need a temporary array per operation.
+later imports load them from there (numba and both kernels: under a second here).  Plain loops,
+one pass over the data: numpy or torch would need a temporary array per operation.
 """
 import math
 
 import numba
 import numpy as np
 
-SPARSE_PRODUCT = "Tuple((int64[::1], float32[:, ::1]))(int64[::1], int64[::1], float32[::1], float32[:, ::1], int64)"
+# (indices, offsets, values, grad_output, vocab_size) -> (rows, product); see below.
+SPARSE_PRODUCT = ("Tuple((int64[::1], float32[:, ::1]))"
+                  "(int64[::1], int64[::1], float32[::1], float32[:, ::1], int64)")
 
 
 @numba.njit(SPARSE_PRODUCT, parallel=True, cache=True, error_model="numpy", boundscheck=False)

@@ -25,7 +25,9 @@ def _as_rows(tensor):
         raise TypeError(f"stages.optim.Adam takes contiguous float32 CPU tensors, not "
                         f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}")
     array = tensor.detach().numpy()
-    return array.reshape(1, -1) if array.ndim < 2 else array.reshape(len(array), math.prod(array.shape[1:]))
+    if array.ndim < 2:
+        return array.reshape(1, -1)
+    return array.reshape(len(array), math.prod(array.shape[1:]))
 
 
 class Adam:

@@ -136,10 +136,10 @@ def train(name, p, model_p, group):
             optimizer.step()
             loss_sum += batch_loss * len(targets)
             correct += (logits.argmax(1) == targets).sum()
-        loss_sum = distributed.total(torch.tensor(loss_sum, device=device), group)
-        distributed.total(correct, group)
+        epoch_loss = distributed.total(torch.tensor(loss_sum, device=device), group).item()
+        epoch_correct = distributed.total(correct, group).item()
         seconds = time.perf_counter() - started
-        row = (epoch, loss_sum.item() / len(labels), correct.item() / len(labels), round(seconds, 3))
+        row = (epoch, epoch_loss / len(labels), epoch_correct / len(labels), round(seconds, 3))
         line = (f"train {name}: epoch {epoch}/{epochs} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
         if early:
