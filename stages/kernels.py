@@ -62,8 +62,7 @@ def csr_transpose_times(indices, offsets, values, grad_output, vocab_size):
     return touched, product
 
 
-# (param, exp_avg, exp_avg_sq, rows, grad_rows, then the step's scalars, see Adam.step);
-# compiled when this module is first imported, then loaded from the cache.
+# (param, exp_avg, exp_avg_sq, rows, grad_rows, then the step's scalars, see Adam.step).
 ADAM_ROWS = ("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64[::1], float32[:, ::1], "
              "float64, float64, float64, float64, float64, float64, float64)")
 CHUNK_ROWS = 64  # rows per parallel task

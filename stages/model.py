@@ -29,8 +29,8 @@ class CsrTimesWeight(torch.autograd.Function):
     sparse × dense product scatters each non-zero straight into the gradient.  PyTorch's own
     embedding_bag backward on the CPU first sorts the indices, which made it most of a training
     step's time (tests/test_model.py checks both give the same gradient).  With
-    ``sparse_grad`` the gradient is a sparse COO tensor of the rows the batch's words touch,
-    the rest being zero (stages/optim.py's Adam takes it); else a dense tensor.
+    ``sparse_grad`` the gradient is instead a sparse COO tensor of just the rows the batch's
+    words touch, the rest being zero (kernels.csr_transpose_times; optim.Adam takes it).
     """
 
     @staticmethod

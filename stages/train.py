@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import devices, distributed, optim, params
+from stages import devices, distributed, params
 from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, save_weights, write_csv
@@ -31,6 +31,8 @@ def make_optimizer(model, p, group):
     touches; every other case torch's fused Adam on dense gradients (DistributedDataParallel
     all-reduces dense gradients; CUDA's embedding_bag backward is fast as it is)."""
     if isinstance(model, RecurrentClassifier) and group.device.type == "cpu" and group.world_size == 1:
+        from stages import optim  # numba and its kernels: a second and ~80 MB the others never use
+
         model.sparse_input_grad = True
         return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
     return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
