@@ -43,8 +43,7 @@ def main():
             if on_cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             model_settings = dict(params.model_params(model), epochs=None)
-            _, _, log = train(model, dict(settings, bf16=bf16), model_settings, group)
-            seconds = [row[3] for row in log]
+            *_, seconds = train(model, dict(settings, bf16=bf16), model_settings, group)
             memory = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if on_cuda else "–"
             lines.append(f"| {model} | {'bf16' if bf16 else 'float32'} | {seconds[0]:.2f} | "
                          f"{statistics.median(seconds[1:]):.2f} | {memory} |")

@@ -25,6 +25,11 @@ def train_log(model):
     return METRICS_DIR / "train" / f"{model}.csv"
 
 
+def timings(model):
+    """Epoch seconds and peak memory of a model's last training: not tracked by git or DVC."""
+    return Path("data/timings") / f"{model}.json"
+
+
 def metrics(model):
     return METRICS_DIR / f"{model}.json"
 

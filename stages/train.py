@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from stages import devices, distributed, params
 from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
-from stages.files import load_meta, save_weights, write_csv
+from stages.files import load_meta, save_weights, write_csv, write_json
 from stages.model import RecurrentClassifier, build
-from stages.paths import FEATURES, train_log, weights
+from stages.paths import FEATURES, timings, train_log, weights
 from stages.ragged import Ragged
 
 
@@ -89,7 +89,8 @@ def epoch_order(count, generator, group):
 
 
 def train(name, p, model_p, group):
-    """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows)."""
+    """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows, seconds
+    of each epoch).  The log holds only what a rerun reproduces; the seconds go elsewhere."""
     device = group.device
     torch.manual_seed(p["seed"])
     features, labels = load_inputs(model_p["input"], "train")
@@ -117,8 +118,8 @@ def train(name, p, model_p, group):
     shuffle = torch.Generator().manual_seed(p["seed"])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if p["bf16"] and device.type == "cuda"
                 else nullcontext())
-    header = ["epoch", "loss", "accuracy", "seconds"] + (["val_loss", "val_accuracy"] if early else [])
-    log = []
+    header = ["epoch", "loss", "accuracy"] + (["val_loss", "val_accuracy"] if early else [])
+    log, epoch_seconds = [], []
     epochs = model_p["epochs"] or p["epochs"]
     for epoch in range(1, epochs + 1):
         model.train()
@@ -141,7 +142,8 @@ def train(name, p, model_p, group):
         epoch_loss = distributed.total(torch.tensor(loss_sum, device=device), group).item()
         epoch_correct = distributed.total(correct, group).item()
         seconds = time.perf_counter() - started
-        row = (epoch, epoch_loss / len(labels), epoch_correct / len(labels), round(seconds, 3))
+        epoch_seconds.append(round(seconds, 3))
+        row = (epoch, epoch_loss / len(labels), epoch_correct / len(labels))
         line = (f"train {name}: epoch {epoch}/{epochs} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
         if early:
@@ -163,7 +165,7 @@ def train(name, p, model_p, group):
         print(f"train {name}: keeping epoch {early.best_epoch} (validation accuracy "
               f"{early.best[0]:.4f}, loss {-early.best[1]:.4f})", file=sys.stderr)
     checkpoint.update(config=config, state_dict=model.state_dict())
-    return checkpoint, header, log
+    return checkpoint, header, log, epoch_seconds
 
 
 def peak_rss_mb():
@@ -192,13 +194,17 @@ def main(argv):
     if distributed.under_torchrun():
         group = distributed.join(device, p["batch_size"])
     try:
-        checkpoint, header, log = train(args.model, p, model_p, group)
+        checkpoint, header, log, epoch_seconds = train(args.model, p, model_p, group)
     finally:
         distributed.leave()
+    rss = peak_rss_mb()
     if group.is_main:  # the other processes hold the same weights
         save_weights(weights(args.model), checkpoint)
         write_csv(train_log(args.model), header, log)
-    rss = peak_rss_mb()
+        # Wall-clock figures differ from run to run: kept out of git and of DVC's hashes.
+        write_json(timings(args.model), {"epoch_seconds": epoch_seconds,
+                                         "train_seconds": round(sum(epoch_seconds), 3),
+                                         "peak_rss_mb": None if rss is None else round(rss)})
     if rss is not None:
         print(f"train {args.model} (process {group.rank}): peak RSS {rss:.0f} MB", file=sys.stderr)
 

@@ -102,7 +102,7 @@ def test_early_stopping_holds_out_part_of_the_train_split(project):
     project.edit_params("models.gru_seq.max_length", 20)
     out = project.dvc("repro", "sequence/dvc.yaml:train@gru_seq").stderr
     log = (project.path / "metrics/train/gru_seq.csv").read_text().splitlines()
-    assert log[0] == "epoch,loss,accuracy,seconds,val_loss,val_accuracy"
+    assert log[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
     checkpoint = torch.load(project.path / "data/models/gru_seq.pt", weights_only=True)
     assert 1 <= checkpoint["best_epoch"] <= len(log) - 1
     assert f"keeping epoch {checkpoint['best_epoch']}" in out

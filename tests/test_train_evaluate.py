@@ -35,7 +35,7 @@ def test_reports_predictions_and_training_log(trained):
     predictions = (trained.path / "metrics/predictions/gru.csv").read_text().splitlines()
     assert predictions[0] == "id,actual,predicted"
     log = (trained.path / "metrics/train/gru.csv").read_text().splitlines()
-    assert log[0] == "epoch,loss,accuracy,seconds" and len(log) == 11
+    assert log[0] == "epoch,loss,accuracy" and len(log) == 11
 
 
 def test_training_is_deterministic_on_cpu(trained):
