@@ -54,13 +54,20 @@ class SequenceBatches:
     Each row is cut to its first ``max_length`` ids; ``ids`` is the batch padded with
     ``pad_index`` only to its own longest row (on ``device``), ``lengths`` the true lengths
     (on the CPU, as ``pack_padded_sequence`` wants).  An empty row becomes one ``pad_index``
-    token, so that every sequence has a step.  Same iteration API as CsrBatches.
+    token, so that every sequence has a step.  Same iteration API as CsrBatches, plus length
+    bucketing for training (:meth:`bucketed`).
     """
+
+    # Rows sorted by length within windows of this many batches: padding then costs ~3 % of
+    # the real tokens (33 % for batches of the shuffled order), while a batch still draws its
+    # rows from a random twentieth of the epoch rather than from one fixed length band.
+    BUCKET_WINDOW = 20
 
     def __init__(self, sequences, labels, batch_size, device, max_length, pad_index):
         self.sequences, self.labels = sequences, np.asarray(labels)
         self.batch_size, self.device = batch_size, device
         self.max_length, self.pad_index = max_length, pad_index
+        self.lengths = np.minimum(sequences.lengths, max_length)
 
     def __len__(self):
         return -(-len(self.sequences) // self.batch_size)
@@ -68,9 +75,24 @@ class SequenceBatches:
     def __iter__(self):
         return self.iterate(np.arange(len(self.sequences)))
 
+    def bucketed(self, order, generator):
+        """``order`` cut into batches of similar lengths, in a random order of batches.
+
+        Each window of ``BUCKET_WINDOW`` batches of ``order`` is sorted by length (stable) and
+        cut into batches; ``generator`` (a seeded ``torch.Generator``) shuffles the batches.
+        Every row of ``order`` is in exactly one batch."""
+        order = np.asarray(order)
+        window = self.batch_size * self.BUCKET_WINDOW
+        batches = []
+        for start in range(0, len(order), window):
+            rows = order[start:start + window]
+            rows = rows[np.argsort(self.lengths[rows], kind="stable")]
+            batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
     def pad(self, rows):
         starts = self.sequences.offsets[rows]
-        lengths = np.minimum(self.sequences.offsets[rows + 1] - starts, self.max_length)
+        lengths = self.lengths[rows]
         columns = np.arange(max(int(lengths.max()), 1))
         inside = columns < lengths[:, None]
         ids = np.full((len(rows), len(columns)), self.pad_index, dtype=np.int64)
@@ -78,8 +100,12 @@ class SequenceBatches:
         return ids, np.maximum(lengths, 1)
 
     def iterate(self, order):
-        for start in range(0, len(order), self.batch_size):
-            rows = np.asarray(order[start:start + self.batch_size])
+        """Batches of ``order``: consecutive slices of it, or the given list of row batches."""
+        if not isinstance(order, list):
+            order = [order[start:start + self.batch_size]
+                     for start in range(0, len(order), self.batch_size)]
+        for rows in order:
+            rows = np.asarray(rows)
             ids, lengths = self.pad(rows)
             yield ((torch.from_numpy(ids).to(self.device), torch.from_numpy(lengths)),
                    torch.from_numpy(self.labels[rows]).to(self.device))
@@ -116,12 +142,18 @@ def load_inputs(input_mode, subset):
 
 @torch.no_grad()
 def predict_logits(model, features, device=torch.device("cpu")):
-    """Logits of ``model`` (in eval mode) for a CSR matrix or ragged sequences, on ``device``."""
+    """Logits of ``model`` (in eval mode) for a CSR matrix or ragged sequences, on ``device``.
+
+    Sequences are batched in order of length (the least padding), the logits returned in the
+    order of ``features``."""
     training = model.training
     model.eval()
     count = len(features) if input_mode(model) == "sequence" else features.shape[0]
     batches = make_batches(model, features, torch.zeros(count, dtype=torch.long),
                            EVAL_BATCH[input_mode(model)], device)
-    logits = torch.cat([model(*inputs) for inputs, _ in batches])
+    order = np.arange(count)
+    if input_mode(model) == "sequence":
+        order = np.argsort(batches.lengths, kind="stable")
+    logits = torch.cat([model(*inputs) for inputs, _ in batches.iterate(order)])
     model.train(training)
-    return logits
+    return logits[torch.from_numpy(np.argsort(order))]

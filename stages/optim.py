@@ -37,7 +37,8 @@ class Adam:
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.params = list(params)
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.param_groups = [{"lr": lr}]  # as torch.optim's, for the learning-rate schedule
         # Per parameter, as torch.optim.Adam: the first and second moments and the steps taken;
         # with 2-D numpy views of the weights and moments, which the kernel updates in place.
         self.state = []
@@ -53,6 +54,7 @@ class Adam:
     @torch.no_grad()
     def step(self):
         beta1, beta2 = self.betas
+        lr = self.param_groups[0]["lr"]
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue  # as torch.optim.Adam: no gradient, no step
@@ -71,6 +73,6 @@ class Adam:
             else:
                 grad_rows = _as_rows(p.grad.contiguous())
                 rows = np.arange(len(grad_rows))
-            adam_rows(*state["arrays"], rows, grad_rows, self.lr / (1 - beta1 ** state["step"]),
+            adam_rows(*state["arrays"], rows, grad_rows, lr / (1 - beta1 ** state["step"]),
                       math.sqrt(1 - beta2 ** state["step"]), 1 - beta1, beta2, 1 - beta2,
                       self.eps, self.weight_decay)

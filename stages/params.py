@@ -157,6 +157,12 @@ SCHEMA = {
         "batch_size": (64, integer(1)),
         "lr": (0.001, number(0.0, low_open=True)),
         "weight_decay": (0.0, number(0.0)),
+        # Clip the gradients' global L2 norm to this before each step (0: never, the seed's).
+        "grad_clip": (0.0, number(0.0)),
+        # constant (the seed's) or cosine: linear warm-up over the first `warmup` fraction of
+        # all steps, then a cosine decay to zero.
+        "schedule": ("constant", choice("constant", "cosine")),
+        "warmup": (0.0, number(0.0, 1.0, high_open=True)),
         "device": ("auto", device),
         "nproc": (1, integer(1)),
         "bf16": (False, boolean),
@@ -172,8 +178,6 @@ SCHEMA = {
         "num_layers": (1, integer(1)),
         "dropout": (0.0, number(0.0, 1.0, high_open=True)),
         "bidirectional": (False, boolean),
-        # null: train.epochs; sequence models, at a minute per epoch on a CPU, set their own.
-        "epochs": (None, optional(integer(1))),
         # bow: the seed's bag of words as one step; sequence: the words in order (the keys
         # below apply to sequence models only).
         "input": ("bow", choice("bow", "sequence")),
@@ -186,6 +190,10 @@ SCHEMA = {
         "tfidf": (True, boolean),
     },
 }
+# What one model may set for itself instead of the train section's value (null: train's).  A
+# model's own settings live in its models.<name> section, so editing them reruns that model only.
+TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "schedule", "warmup")
+SCHEMA["model"].update({key: (None, optional(SCHEMA["train"][key][1])) for key in TRAINING_OVERRIDES})
 # The `models` section maps a model name (a train/evaluate matrix entry) to a "model" schema.
 SECTIONS = ("fetch", "split", "vectorize", "train", "models", "baseline")
 
@@ -249,6 +257,12 @@ def load(section, path=PARAMS_FILE):
         line = f" (line {where.line + 1})" if where else ""
         raise PipelineError(f"{path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
     return validate(raw)[section]
+
+
+def training_params(name, path=PARAMS_FILE):
+    """The train section with model ``name``'s own overrides applied (what trains it)."""
+    settings, model = load("train", path), model_params(name, path)
+    return dict(settings, **{key: model[key] for key in TRAINING_OVERRIDES if model[key] is not None})
 
 
 def model_params(name, path=PARAMS_FILE):

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages import devices, distributed, params
-from stages.batches import load_inputs, make_batches, predict_logits
+from stages import devices, distributed, params, steps
+from stages.batches import SequenceBatches, load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, save_weights, write_csv, write_json
 from stages.model import RecurrentClassifier, build
 from stages.paths import FEATURES, timings, train_log, weights
+from stages.progress import Progress
 from stages.ragged import Ragged
 
 
@@ -82,22 +83,28 @@ class EarlyStopping:
         return bool(self.patience) and self.stale >= self.patience
 
 
-def epoch_order(count, generator, group):
-    """This process's documents for one epoch, in the order of a fresh ``torch.randperm``
-    (as DataLoader(shuffle=True)): every world_size-th one of the order all processes share."""
-    return torch.randperm(count, generator=generator).numpy()[group.rank::group.world_size]
+def epoch_batches(batches, generator, group):
+    """This process's batches for one epoch.  The order is a fresh ``torch.randperm`` (as
+    DataLoader(shuffle=True)), of which each process takes every world_size-th document; token
+    sequences are then length-bucketed (batches.SequenceBatches.bucketed), CSR rows batched
+    in that order."""
+    order = torch.randperm(len(batches.labels), generator=generator).numpy()
+    order = order[group.rank::group.world_size]
+    return batches.bucketed(order, generator) if isinstance(batches, SequenceBatches) else order
 
 
 def train(name, p, model_p, group):
-    """Train model ``name``; return (checkpoint dict, log header, per-epoch log rows, seconds
-    of each epoch).  The log holds only what a rerun reproduces; the seconds go elsewhere."""
+    """Train model ``name`` with the settings ``p`` (the train section with the model's own
+    overrides); return (checkpoint dict, log header, per-epoch log rows, seconds of each
+    epoch).  The log holds only what a rerun reproduces; the seconds go elsewhere."""
     device = group.device
     torch.manual_seed(p["seed"])
     features, labels = load_inputs(model_p["input"], "train")
     meta = load_meta()
     if isinstance(features, Ragged):
         features.check(f"train sequences of {name}", vocab_size=meta["n_features"])
-    config = dict(model_p, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
+    architecture = {k: v for k, v in model_p.items() if k not in params.TRAINING_OVERRIDES}
+    config = dict(architecture, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
     model = build(config).to(device)
     if model_p["input"] == "sequence" and device.type == "cpu":
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
@@ -120,25 +127,34 @@ def train(name, p, model_p, group):
                 else nullcontext())
     header = ["epoch", "loss", "accuracy"] + (["val_loss", "val_accuracy"] if early else [])
     log, epoch_seconds = [], []
-    epochs = model_p["epochs"] or p["epochs"]
+    epochs = p["epochs"]
+    schedule = steps.LearningRate(optimizer, p, total_steps=epochs * len(batches))
     for epoch in range(1, epochs + 1):
         model.train()
         started = time.perf_counter()
         loss_sum, correct = 0.0, torch.zeros((), device=device, dtype=torch.long)
-        order = epoch_order(len(labels), shuffle, group)
-        for batch, (inputs, targets) in enumerate(batches.iterate(order), start=1):
+        epoch_plan = epoch_batches(batches, shuffle, group)
+        progress = Progress(len(batches), f"train {name}: epoch {epoch}/{epochs}",
+                            enabled=group.is_main)
+        for batch, (inputs, targets) in enumerate(batches.iterate(epoch_plan), start=1):
             with autocast:
                 logits = forward(*inputs)
             loss = F.cross_entropy(logits.float(), targets)
             batch_loss = loss.item()
             if not math.isfinite(batch_loss):
                 raise PipelineError(f"train {name}: loss became {batch_loss} at epoch {epoch}, "
-                                    f"batch {batch}; lower train.lr or check {FEATURES['train']}")
+                                    f"batch {batch}; lower the learning rate (train.lr or "
+                                    f"models.{name}.lr) or check {FEATURES['train']}")
             optimizer.zero_grad()
             loss.backward()
+            if p["grad_clip"]:
+                steps.clip_gradients(model.parameters(), p["grad_clip"])
+            schedule.step()
             optimizer.step()
             loss_sum += batch_loss * len(targets)
             correct += (logits.argmax(1) == targets).sum()
+            progress.update()
+        progress.close()
         epoch_loss = distributed.total(torch.tensor(loss_sum, device=device), group).item()
         epoch_correct = distributed.total(correct, group).item()
         seconds = time.perf_counter() - started
@@ -165,6 +181,8 @@ def train(name, p, model_p, group):
         print(f"train {name}: keeping epoch {early.best_epoch} (validation accuracy "
               f"{early.best[0]:.4f}, loss {-early.best[1]:.4f})", file=sys.stderr)
     checkpoint.update(config=config, state_dict=model.state_dict())
+    print(f"train {name}: {sum(epoch_seconds):.1f} s in {len(epoch_seconds)} epochs",
+          file=sys.stderr)
     return checkpoint, header, log, epoch_seconds
 
 
@@ -182,7 +200,7 @@ def main(argv):
     parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a model name from the models section of params.yaml")
     args = parser.parse_args(argv)
-    p = params.load("train")
+    p = params.training_params(args.model)
     model_p = params.model_params(args.model)
     device = devices.choose(p["device"])
     if p["nproc"] > 1 and not distributed.under_torchrun():

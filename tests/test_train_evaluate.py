@@ -1,5 +1,8 @@
 """train@<model> and evaluate@<model> on the tiny archive, through the real dvc CLI."""
+import csv
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +30,28 @@ def test_each_model_beats_chance_by_a_wide_margin(trained, name):
     assert set(scores) >= {"accuracy", "macro_f1", "weighted_f1", "parameters"}
     if name != "baseline":
         assert scores["test_loss"] > 0
+
+
+def state_dict_sha256(path):
+    state = torch.load(path, weights_only=True)["state_dict"]
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_seed_default_models_are_bit_for_bit_what_they_were(trained, name):
+    """Training settings added for other models (overrides, schedules, clipping, bucketing)
+    leave the seed's defaults alone: same weights, losses and metrics as before them.  (Runs
+    before the test that edits models.gru.)"""
+    reference = json.loads((Path(__file__).parent / "data/tiny_bow_reference.json").read_text())[name]
+    assert state_dict_sha256(trained.path / f"data/models/{name}.pt") == reference["state_dict_sha256"]
+    log = list(csv.DictReader((trained.path / f"metrics/train/{name}.csv").open()))
+    assert [[row["epoch"], row["loss"], row["accuracy"]] for row in log] == reference["log"]
+    scores = metrics(trained, name)
+    assert {key: scores[key] for key in reference["metrics"]} == reference["metrics"]
 
 
 def test_reports_predictions_and_training_log(trained):
@@ -102,3 +127,4 @@ def test_scores_equal_scikit_learns(seed):
     for key, value in expected.items():
         assert actual[key] == pytest.approx(value, abs=1e-12), key
     assert actual["d"]["precision"] == 0 and actual["e"]["support"] == 0
+

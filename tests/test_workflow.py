@@ -105,6 +105,7 @@ RERUN_CASES = [
     ("nothing", lambda project: None, (), True),
     ("models.lstm.hidden_size", edit_param("models.lstm.hidden_size", 64),
      ("train@lstm", "evaluate@lstm"), True),
+    ("models.gru.lr", edit_param("models.gru.lr", 0.002), ("train@gru", "evaluate@gru"), True),
     ("baseline.C", edit_param("baseline.C", 0.5), ("baseline",), True),
     ("stages/evaluate.py", append_comment("stages/evaluate.py"), EVALUATE, True),
     ("train.epochs", edit_param("train.epochs", 3), TRAIN + EVALUATE, False),

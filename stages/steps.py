@@ -1,0 +1,54 @@
+"""What shapes each optimizer step besides Adam itself: the learning-rate schedule and
+gradient clipping (``train.schedule``, ``warmup``, ``grad_clip``, or a model's overrides)."""
+import math
+
+import torch
+
+
+class LearningRate:
+    """Sets the optimizer's learning rate before each step.
+
+    ``constant`` leaves ``lr`` as it is (the seed's).  ``cosine`` rises linearly over the first
+    ``warmup`` fraction of ``total_steps`` and then follows a half cosine down to zero at the
+    last step: large steps once the start is stable, small ones to settle at the end.
+    """
+
+    def __init__(self, optimizer, settings, total_steps):
+        self.optimizer, self.base = optimizer, settings["lr"]
+        self.schedule, self.total = settings["schedule"], total_steps
+        self.warmup_steps = settings["warmup"] * total_steps
+        self.done = 0
+
+    def rate(self, step):
+        """The learning rate of (0-based) step ``step``."""
+        if self.schedule == "constant":
+            return self.base
+        if step < self.warmup_steps:
+            return self.base * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(self.total - self.warmup_steps, 1)
+        return self.base * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def step(self):
+        """Call once before each ``optimizer.step()``."""
+        if self.schedule != "constant":
+            lr = self.rate(self.done)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.done += 1
+
+
+@torch.no_grad()
+def clip_gradients(parameters, max_norm):
+    """Scale all gradients so that their global L2 norm is at most ``max_norm`` (as
+    ``torch.nn.utils.clip_grad_norm_``, which does not take the sparse gradients that the
+    CPU bag-of-words models produce); return the norm before clipping."""
+    grads = [p.grad._values() if p.grad.is_sparse else p.grad
+             for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = max_norm / (norm.item() + 1e-6)
+    if scale < 1:
+        for g in grads:
+            g.mul_(scale)
+    return norm.item()

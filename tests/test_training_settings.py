@@ -1,0 +1,143 @@
+"""Per-model training settings (models.<name>.* overriding train.*), the learning-rate
+schedule, gradient clipping, length-bucketed batches and the progress lines."""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stages import params, steps
+from stages.batches import SequenceBatches
+from stages.errors import PipelineError
+from stages.progress import Progress
+from stages.ragged import Ragged
+from test_faults import outputs, refused
+
+
+def settings_with(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_models_own_settings_override_the_train_section(tmp_path):
+    path = settings_with(tmp_path, "train: {lr: 0.001, batch_size: 64, epochs: 10}\n"
+                                   "models:\n  fast: {lr: 0.004, grad_clip: 1.0, schedule: cosine}\n"
+                                   "  plain: {}\n")
+    fast, plain = params.training_params("fast", path), params.training_params("plain", path)
+    assert (fast["lr"], fast["grad_clip"], fast["schedule"], fast["batch_size"]) == (0.004, 1.0, "cosine", 64)
+    assert (plain["lr"], plain["grad_clip"], plain["schedule"]) == (0.001, 0.0, "constant")
+    assert plain == params.load("train", path)
+
+
+# (key, value, words the one-line error must contain): overrides are checked as train.* is.
+BAD_OVERRIDES = [
+    ("models.lstm_seq.lr", 0, ["models.lstm_seq.lr must be in (0.0, inf], got 0"]),
+    ("models.lstm_seq.batch_size", 12.5, ["models.lstm_seq.batch_size must be an integer"]),
+    ("models.gru_seq.schedule", "linear", ["models.gru_seq.schedule must be one of constant, cosine"]),
+    ("models.rnn_seq.grad_clip", -1, ["models.rnn_seq.grad_clip must be in [0.0, inf], got -1"]),
+    ("models.rnn_seq.warmup", 1.0, ["models.rnn_seq.warmup must be in [0.0, 1.0), got 1.0"]),
+    ("models.lstm.epochs", 0, ["models.lstm.epochs must be >= 1, got 0"]),
+]
+
+
+@pytest.mark.parametrize("key, value, needles", BAD_OVERRIDES, ids=[f"{k}={v}" for k, v, _ in BAD_OVERRIDES])
+def test_bad_override_is_a_one_line_error_before_any_work(project, key, value, needles):
+    project.edit_params(key, value)
+    refused(project.stage("fetch", check=False), "params.yaml", *needles)
+    assert outputs(project) == []
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = steps.LearningRate(optimizer, {"lr": 0.4, "schedule": "cosine", "warmup": 0.1},
+                                  total_steps=100)
+    rates = []
+    for _ in range(100):
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.04) and rates[9] == pytest.approx(0.4)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # never rises after warm-up
+    assert rates[-1] < 0.001 and rates[54] == pytest.approx(0.2, rel=0.05)
+
+
+def test_constant_schedule_leaves_the_learning_rate_alone():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.25)
+    schedule = steps.LearningRate(optimizer, {"lr": 0.003, "schedule": "constant", "warmup": 0.5}, 10)
+    for _ in range(10):
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == 0.25
+
+
+def test_clipping_bounds_the_global_norm_of_dense_and_sparse_gradients():
+    dense = torch.zeros(3, requires_grad=True)
+    dense.grad = torch.tensor([3.0, 0.0, 0.0])
+    sparse = torch.zeros(5, 2, requires_grad=True)
+    sparse.grad = torch.sparse_coo_tensor([[1, 4]], [[0.0, 4.0], [0.0, 0.0]], (5, 2),
+                                          check_invariants=False).coalesce()
+    assert steps.clip_gradients([dense, sparse], 1.0) == pytest.approx(5.0)
+    total = math.hypot(dense.grad.norm().item(), sparse.grad._values().norm().item())
+    assert total == pytest.approx(1.0, rel=1e-5)
+    assert dense.grad.tolist() == pytest.approx([0.6, 0.0, 0.0])
+    # Under the limit nothing changes.
+    assert steps.clip_gradients([dense], 10.0) == pytest.approx(0.6)
+    assert dense.grad.tolist() == pytest.approx([0.6, 0.0, 0.0])
+
+
+def bucketed_batches(seed, count=1000, batch_size=16):
+    rng = np.random.default_rng(3)
+    rows = [rng.integers(0, 50, size=rng.integers(0, 300)) for _ in range(count)]
+    batches = SequenceBatches(Ragged.from_rows(rows), np.zeros(count), batch_size,
+                              torch.device("cpu"), max_length=200, pad_index=50)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(count, generator=generator).numpy()
+    return batches, batches.bucketed(order, generator)
+
+
+def test_bucketing_yields_every_row_once_in_batches_of_similar_length():
+    batches, plan = bucketed_batches(seed=0)
+    rows = np.concatenate(plan)
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert all(len(b) <= 16 for b in plan) and len(plan) == len(batches)
+    padded = sum(batches.lengths[b].max() * len(b) for b in plan)
+    assert padded < 1.1 * batches.lengths.sum()  # shuffled batches pad ~1.5x here
+    # Each batch is padded to its own longest row only.
+    (ids, lengths), _ = next(batches.iterate(plan[:1]))
+    assert ids.shape[1] == max(int(lengths.max()), 1)
+
+
+def test_bucketing_is_seeded_and_shuffles_the_batch_order():
+    _, first = bucketed_batches(seed=0)
+    _, again = bucketed_batches(seed=0)
+    _, other = bucketed_batches(seed=1)
+    assert [b.tolist() for b in first] == [b.tolist() for b in again]
+    assert [b.tolist() for b in first] != [b.tolist() for b in other]
+    batches, plan = bucketed_batches(seed=0)
+    longest = [int(batches.lengths[b].max()) for b in plan]
+    assert longest != sorted(longest)  # not one long run from short to long
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_rare_plain_lines_elsewhere(monkeypatch):
+    clock = iter(range(0, 1000, 5))  # each update 5 "seconds" later
+    monkeypatch.setattr("stages.progress.time.perf_counter", lambda: next(clock))
+    log = io.StringIO()
+    progress = Progress(20, "train x: epoch 1/1", interval=15.0, stream=log)
+    for _ in range(20):
+        progress.update()
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert lines and len(lines) <= 20 * 5 // 15
+    assert all(line.startswith("train x: epoch 1/1: ") and "batches" in line for line in lines)
+    terminal = Terminal()
+    bar = Progress(20, "train x", stream=terminal)
+    for _ in range(20):
+        bar.update()
+    bar.close()
+    drawn = terminal.getvalue()
+    assert "train x:" in drawn and "/20 [" in drawn and "\n" not in drawn  # a bar, redrawn in place
