@@ -1,13 +1,15 @@
-"""Time training epochs per model on a GPU, in float32 and with bf16 autocast.
+"""Time training epochs per model on a GPU, in float32 and with bf16 autocast, and score them.
 
     python -m bench.gpu                         # CUDA; needs data/features (dvc repro vectorize)
+    python -m bench.gpu --models rnn_seq lstm_seq gru_seq   # after dvc repro sequence/dvc.yaml:sequences
     python -m bench.gpu --device cpu --epochs 2  # the same measurement on the CPU
-    python -m bench.gpu --models lstm_seq gru_seq  # after dvc repro sequence/dvc.yaml:sequences
 
-Runs the train stage's own loop (stages.train.train: model, batches, optimizer) with the
-committed params.yaml, ``--epochs`` epochs per model and precision, no files written.  The
-first epoch includes CUDA's warm-up (kernel selection, allocator), so the table gives it apart
-from the median of the others.  Prints one Markdown table (and writes it to --output).
+Runs the train stage's own loop (stages.train.train: model, batches, optimizer, each model's
+training settings from params.yaml) with ``--epochs`` epochs per model and precision (default:
+the model's own epochs), then scores the test split; no files are written.  On CUDA the
+sequence models read packed sequences (cuDNN skips the padding).  The first epoch includes
+CUDA's warm-up (kernel selection, allocator), so the table gives it apart from the median of the
+others.  Prints one Markdown table (and writes it to --output).
 """
 import argparse
 import statistics
@@ -17,37 +19,55 @@ from pathlib import Path
 import torch
 
 from stages import devices, distributed, params
+from stages.batches import load_inputs, predict_logits
+from stages.model import build
 from stages.train import train
+
+
+def test_accuracy(checkpoint, device):
+    model = build(checkpoint["config"]).to(device)
+    model.load_state_dict(checkpoint["state_dict"])
+    features, labels = load_inputs(checkpoint["config"].get("input", "bow"), "test")
+    logits = predict_logits(model, features, device).float().cpu()
+    return (logits.argmax(1).numpy() == labels).mean()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="epochs per row (default: each model's own)")
     parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "gru"])
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    if args.epochs < 2:
+    if args.epochs is not None and args.epochs < 2:
         sys.exit("bench.gpu: --epochs must be at least 2 (the first is warm-up)")
     device = devices.choose(args.device)
     group = distributed.Group(device=device)
-    settings = dict(params.load("train"), device=args.device, nproc=1, epochs=args.epochs,
-                    validation_fraction=0.0, patience=0)
     on_cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if on_cuda else "CPU"
-    lines = [f"{name}, torch {torch.__version__}, {args.epochs} epochs per row", "",
-             "| model | precision | epoch 1, s | later epochs (median), s | peak GPU memory, MB |",
-             "|---|---|---:|---:|---:|"]
+    lines = [f"{name}, torch {torch.__version__}", "",
+             "| model | precision | epochs | epoch 1, s | later epochs (median), s | total, s "
+             "| test accuracy | peak GPU memory, MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for model in args.models:
+        settings = dict(params.training_params(model), device=args.device, nproc=1,
+                        validation_fraction=0.0, patience=0)
+        if args.epochs:
+            settings["epochs"] = args.epochs
         for bf16 in (False, True) if on_cuda else (False,):
             if on_cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            model_settings = dict(params.model_params(model), epochs=None)
-            *_, seconds = train(model, dict(settings, bf16=bf16), model_settings, group)
+            checkpoint, _, _, seconds = train(model, dict(settings, bf16=bf16),
+                                              params.model_params(model), group)
             memory = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if on_cuda else "–"
-            lines.append(f"| {model} | {'bf16' if bf16 else 'float32'} | {seconds[0]:.2f} | "
-                         f"{statistics.median(seconds[1:]):.2f} | {memory} |")
-    report = "\n".join(lines) + f"\n\n`python -m bench.gpu --device {args.device} --epochs {args.epochs}`\n"
+            later = statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
+            lines.append(f"| {model} | {'bf16' if bf16 else 'float32'} | {len(seconds)} | "
+                         f"{seconds[0]:.2f} | {later:.2f} | {sum(seconds):.1f} | "
+                         f"{test_accuracy(checkpoint, device):.4f} | {memory} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    epochs = f" --epochs {args.epochs}" if args.epochs else ""
+    report = ("\n".join(lines) + f"\n\n`python -m bench.gpu --device {args.device}{epochs} "
+              f"--models {' '.join(args.models)}`\n")
     if args.output:
         args.output.write_text(report)
     print(report)

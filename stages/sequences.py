@@ -17,6 +17,7 @@ import numpy as np
 from stages.errors import run_stage
 from stages.files import load_vectorizer, read_parquet
 from stages.paths import SEQUENCES, SPLIT_TEST, SPLIT_TRAIN
+from stages.progress import Progress
 from stages.ragged import Ragged, save
 
 
@@ -33,16 +34,24 @@ def tokenizer(vectorizer):
     return encode
 
 
-def encode(vectorizer, texts):
+def encode(vectorizer, texts, label=None):
+    """Ragged token ids of ``texts``; with a ``label``, progress is shown under it."""
     encode_one = tokenizer(vectorizer)
-    return Ragged.from_rows(encode_one(text) for text in texts)
+    progress = Progress(len(texts), label, unit="documents", enabled=label is not None)
+    rows = []
+    for text in texts:
+        rows.append(encode_one(text))
+        progress.update()
+    progress.close()
+    return Ragged.from_rows(rows)
 
 
 def main(argv):
     argparse.ArgumentParser(prog="python -m stages.sequences", description=__doc__.split("\n")[0]).parse_args(argv)
     vectorizer = load_vectorizer()
     for subset, path in (("train", SPLIT_TRAIN), ("test", SPLIT_TEST)):
-        sequences = encode(vectorizer, read_parquet(path, ["text"])["text"].to_pylist())
+        sequences = encode(vectorizer, read_parquet(path, ["text"])["text"].to_pylist(),
+                           label=f"sequences {subset}")
         save(SEQUENCES[subset], sequences)
         lengths = sequences.lengths
         print(f"sequences {subset}: {len(sequences)} documents, {len(sequences.values)} tokens, "

@@ -54,6 +54,9 @@ def main(argv):
     p = params.load("vectorize")
     train = read_parquet(SPLIT_TRAIN, ["text", "label", "newsgroup"])
     test = read_parquet(SPLIT_TEST, ["text", "label", "newsgroup"])
+    # scikit-learn fits in one call, with nothing to report until it ends (about 10 s here).
+    print(f"vectorize: fitting the vocabulary on {len(train)} train documents, then "
+          f"transforming {len(test)} test documents", file=sys.stderr, flush=True)
     try:
         vectorizer, train_x = fit_vectorizer(p, train["text"].to_pylist())
     except ValueError as exc:  # empty vocabulary, min_df above max_df, ...
