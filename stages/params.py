@@ -160,6 +160,8 @@ SCHEMA = {
         "device": ("auto", device),
         "nproc": (1, integer(1)),
         "bf16": (False, boolean),
+        # lazy_adam: only the input rows a batch touches step (SparseAdam's rule; CPU bow only).
+        "optimizer": ("adam", choice("adam", "lazy_adam")),
         # Early stopping: hold out this fraction of the train split (never the test split),
         # score it every epoch and keep the best epoch's weights; stop after `patience`
         # epochs without improvement (0: run every epoch).  0.0 = off, the seed's setting.
