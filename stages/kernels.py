@@ -1,8 +1,9 @@
 """numba kernels of the CPU training step of the bag-of-words models: the input matrix's
-sparse gradient (model.CsrTimesWeight) and Adam's update (optim.Adam).
+sparse gradient (model.CsrTimesWeight) and Adam's update, dense (optim.Adam) or lazy
+(optim.LazyAdam).
 
-Both are compiled when this module is first imported and cached beside it (``__pycache__``);
-later imports load them from there (numba and both kernels: under a second here).  Plain loops,
+They are compiled when this module is first imported and cached beside it (``__pycache__``);
+later imports load them from there (numba and the kernels: under a second here).  Plain loops,
 one pass over the data: numpy or torch would need a temporary array per operation.
 """
 import math
@@ -108,3 +109,19 @@ def adam_rows(param, exp_avg, exp_avg_sq, rows, grad_rows, step_size, bias_corre
             _update_row(param[row], exp_avg[row], exp_avg_sq[row], grad, step_size,
                         bias_correction2_sqrt, exp_avg_weight, beta2, exp_avg_sq_weight, eps,
                         weight_decay)
+
+
+@numba.njit(ADAM_ROWS, parallel=True, cache=True, error_model="numpy", boundscheck=False)
+def lazy_adam_rows(param, exp_avg, exp_avg_sq, rows, grad_rows, step_size, bias_correction2_sqrt,
+                   exp_avg_weight, beta2, exp_avg_sq_weight, eps, weight_decay):
+    """``adam_rows``'s step on the rows ``rows`` only (sorted, without repeats); every other
+    row of ``param`` and its moments is left as it is: the cost grows with the rows a batch
+    touches, not with the vocabulary."""
+    step_size, bias_correction2_sqrt = np.float32(step_size), np.float32(bias_correction2_sqrt)
+    exp_avg_weight, exp_avg_sq_weight = np.float32(exp_avg_weight), np.float32(exp_avg_sq_weight)
+    beta2, eps, weight_decay = np.float32(beta2), np.float32(eps), np.float32(weight_decay)
+    for k in numba.prange(len(rows)):
+        row = rows[k]
+        _update_row(param[row], exp_avg[row], exp_avg_sq[row], grad_rows[k], step_size,
+                    bias_correction2_sqrt, exp_avg_weight, beta2, exp_avg_sq_weight, eps,
+                    weight_decay)

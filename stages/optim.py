@@ -10,13 +10,20 @@ kernel (kernels.adam_rows) reads each weight and its two moments once and writes
 torch.optim.Adam would also need the dense gradient written, zeroed and read, and on first use
 imports torch._dynamo, two seconds of every training process.  tests/test_optim.py checks the
 updates against torch.optim.Adam's.
+
+LazyAdam (``train.optimizer: lazy_adam``) is torch.optim.SparseAdam's rule instead: a sparse
+gradient updates only the rows it holds, their weights and moments, and leaves every other row
+as it is (kernels.lazy_adam_rows), so a step costs the rows a batch touches, not the whole
+vocabulary.  Dense gradients get Adam's step.  Bias correction counts every step of the
+parameter, as SparseAdam's does, and the update is Adam's formula (eps added after the bias
+correction; SparseAdam adds it before, a difference of order eps).
 """
 import math
 
 import numpy as np
 import torch
 
-from stages.kernels import adam_rows
+from stages.kernels import adam_rows, lazy_adam_rows
 
 
 def _as_rows(tensor):
@@ -34,6 +41,8 @@ class Adam:
     """torch.optim.Adam (no amsgrad, no maximize) for float32 CPU parameters, whose gradients
     may be dense or, for a 2-D parameter, sparse COO tensors of whole rows (as
     nn.Embedding(sparse=True) produces): zero in the rows they leave out."""
+
+    sparse_kernel = staticmethod(adam_rows)  # the rows a sparse gradient leaves out step with a zero gradient
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.params = list(params)
@@ -73,6 +82,19 @@ class Adam:
             else:
                 grad_rows = _as_rows(p.grad.contiguous())
                 rows = np.arange(len(grad_rows))
-            adam_rows(*state["arrays"], rows, grad_rows, lr / (1 - beta1 ** state["step"]),
-                      math.sqrt(1 - beta2 ** state["step"]), 1 - beta1, beta2, 1 - beta2,
-                      self.eps, self.weight_decay)
+            kernel = self.sparse_kernel if p.grad.is_sparse else adam_rows
+            kernel(*state["arrays"], rows, grad_rows, lr / (1 - beta1 ** state["step"]),
+                   math.sqrt(1 - beta2 ** state["step"]), 1 - beta1, beta2, 1 - beta2, self.eps,
+                   self.weight_decay)
+
+
+class LazyAdam(Adam):
+    """torch.optim.SparseAdam's rule: a sparse gradient's step updates only the rows it holds
+    (their weights and moments); dense gradients take Adam's step.  No weight decay: decaying
+    only the rows a batch touches would penalise frequent words more than rare ones, and
+    SparseAdam refuses it too."""
+
+    sparse_kernel = staticmethod(lazy_adam_rows)
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr=lr, betas=betas, eps=eps)

@@ -166,6 +166,8 @@ SCHEMA = {
         "device": ("auto", device),
         "nproc": (1, integer(1)),
         "bf16": (False, boolean),
+        # lazy_adam: only the input rows a batch touches step (SparseAdam's rule; CPU bow only).
+        "optimizer": ("adam", choice("adam", "lazy_adam")),
         # Early stopping: hold out this fraction of the train split (never the test split),
         # score it every epoch and keep the best epoch's weights; stop after `patience`
         # epochs without improvement (0: run every epoch).  0.0 = off, the seed's setting.
@@ -192,7 +194,8 @@ SCHEMA = {
 }
 # What one model may set for itself instead of the train section's value (null: train's).  A
 # model's own settings live in its models.<name> section, so editing them reruns that model only.
-TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "schedule", "warmup")
+TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "schedule", "warmup",
+                      "optimizer")
 SCHEMA["model"].update({key: (None, optional(SCHEMA["train"][key][1])) for key in TRAINING_OVERRIDES})
 # The `models` section maps a model name (a train/evaluate matrix entry) to a "model" schema.
 SECTIONS = ("fetch", "split", "vectorize", "train", "models", "baseline")

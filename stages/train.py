@@ -27,14 +27,29 @@ from stages.ragged import Ragged
 
 
 def make_optimizer(model, p, group):
-    """The seed's Adam.  A bag-of-words model trained on the CPU by one process gets
+    """``train.optimizer``: the seed's Adam, or lazy_adam, which steps only the input rows each
+    batch touches (optim.LazyAdam).  A bag-of-words model trained on the CPU by one process gets
     stages/optim.py's, and hands it the input matrix's gradient as the sparse rows each batch
     touches; every other case torch's fused Adam on dense gradients (DistributedDataParallel
-    all-reduces dense gradients; CUDA's embedding_bag backward is fast as it is)."""
-    if isinstance(model, RecurrentClassifier) and group.device.type == "cpu" and group.world_size == 1:
+    all-reduces dense gradients; CUDA's embedding_bag backward is fast as it is), where a lazy
+    step would have no sparse gradient to act on: lazy_adam is refused there."""
+    sparse_path = (isinstance(model, RecurrentClassifier) and group.device.type == "cpu"
+                   and group.world_size == 1)
+    if p["optimizer"] == "lazy_adam":
+        if not sparse_path:
+            kind = "bag-of-words" if isinstance(model, RecurrentClassifier) else "sequence"
+            raise PipelineError("params.yaml: train.optimizer lazy_adam is for bag-of-words models "
+                                f"trained on the CPU by one process, not a {kind} model on "
+                                f"{group.device} in {group.world_size} process(es); use adam")
+        if p["weight_decay"]:
+            raise PipelineError("params.yaml: train.optimizer lazy_adam takes no weight decay (it "
+                                "would decay only the rows a batch touches); set weight_decay: 0")
+    if sparse_path:
         from stages import optim  # numba and its kernels: a second and ~80 MB the others never use
 
         model.sparse_input_grad = True
+        if p["optimizer"] == "lazy_adam":
+            return optim.LazyAdam(model.parameters(), lr=p["lr"])
         return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
     return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"],
                             fused=True)
@@ -74,6 +89,7 @@ class EarlyStopping:
         improved = self.best is None or (accuracy, -loss) > self.best
         if improved:
             self.best, self.best_epoch = (accuracy, -loss), epoch
+            self.best_state = None  # freed first: two copies of a large model need not fit
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.stale = 0 if improved else self.stale + 1
         return loss, accuracy, improved

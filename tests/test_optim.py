@@ -1,6 +1,8 @@
 """stages/optim.py's Adam takes the steps torch.optim.Adam takes, from dense gradients and from
 sparse ones (as dense gradients with zero rows), and the bag-of-words model trained with it on
-sparse gradients ends where torch's Adam on dense gradients ends."""
+sparse gradients ends where torch's Adam on dense gradients ends.  LazyAdam takes
+torch.optim.SparseAdam's steps on the rows a sparse gradient holds and leaves every other row,
+and its moments, exactly as they were."""
 import numpy as np
 import pytest
 import scipy.sparse
@@ -8,7 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from stages import optim
-from stages.model import RecurrentClassifier
+from stages.distributed import Group
+from stages.errors import PipelineError
+from stages.model import RecurrentClassifier, SequenceClassifier
+from stages.params import validate
+from stages.train import make_optimizer
 
 
 def sparse_rows(dense, rows):
@@ -89,3 +95,97 @@ def test_model_trained_on_sparse_gradients_ends_where_torch_adam_on_dense_ones_d
         torch.testing.assert_close(models[0](*inputs), models[1](*inputs), rtol=1e-5, atol=1e-6)
     for (name, ours), theirs in zip(models[0].named_parameters(), models[1].parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_lazy_adam_steps_only_the_touched_rows_as_sparse_adam_does():
+    generator = torch.Generator().manual_seed(0)
+    # eps out of the way: SparseAdam adds it before the bias correction, Adam (and ours) after.
+    settings = dict(lr=0.01, eps=1e-12)
+    matrix, bias = torch.randn(40, 6, generator=generator), torch.randn(6, generator=generator)
+    their_matrix, their_bias = matrix.clone(), bias.clone().requires_grad_()
+    lazy = optim.LazyAdam([matrix, bias], **settings)
+    sparse_reference = torch.optim.SparseAdam([their_matrix], **settings)
+    dense_reference = torch.optim.Adam([their_bias], fused=True, **settings)
+    # Different rows each step, unsorted with a repeat, a row touched once early and never again.
+    touched = [[3, 7, 8, 30], [31, 2, 7, 2], [0, 39], [7, 8, 9, 10, 11], [5]]
+    ever_touched = set()
+    for rows in touched:
+        dense = torch.randn(40, 6, generator=generator)
+        matrix.grad = sparse_rows(dense, rows)
+        their_matrix.grad = matrix.grad.clone()
+        bias.grad = torch.randn(6, generator=generator)
+        their_bias.grad = bias.grad.clone()
+        state = lazy.state[0]
+        before = [t.clone() for t in (matrix, state["exp_avg"], state["exp_avg_sq"])]
+        lazy.step()
+        sparse_reference.step()
+        dense_reference.step()
+        torch.testing.assert_close(matrix, their_matrix, rtol=1e-6, atol=1e-7)
+        reference_state = sparse_reference.state[their_matrix]
+        torch.testing.assert_close(lazy.state[0]["exp_avg"], reference_state["exp_avg"])
+        torch.testing.assert_close(lazy.state[0]["exp_avg_sq"], reference_state["exp_avg_sq"])
+        torch.testing.assert_close(bias, their_bias.detach(), rtol=1e-6, atol=1e-7)
+        ever_touched.update(rows)
+        untouched = [row for row in range(40) if row not in rows]
+        for old, new in zip(before, (matrix, state["exp_avg"], state["exp_avg_sq"])):
+            assert torch.equal(new[untouched], old[untouched])  # bit for bit
+            assert (new[rows] != old[rows]).all()
+    never = [row for row in range(40) if row not in ever_touched]
+    assert (state["exp_avg"][never] == 0).all() and (state["exp_avg_sq"][never] == 0).all()
+    assert all(state["step"] == len(touched) for state in lazy.state)
+
+
+def test_training_with_lazy_adam_moves_only_the_rows_of_each_batchs_words():
+    matrix = scipy.sparse.random(32, 300, density=0.02, format="csr", random_state=3,
+                                 dtype="float32")
+    targets = torch.from_numpy(np.random.default_rng(0).integers(0, 4, 32))
+    model = RecurrentClassifier("lstm", 300, 4, hidden_size=8)
+    adam = make_optimizer(model, dict(validate({})["train"], optimizer="lazy_adam"), Group())
+    assert isinstance(adam, optim.LazyAdam) and model.sparse_input_grad
+    seen = np.zeros(300, bool)
+    for start in range(0, 32, 8):
+        batch = matrix[start:start + 8]
+        before = model.input_weight.detach().clone()
+        adam.zero_grad()
+        F.cross_entropy(model(torch.from_numpy(batch.indices), torch.from_numpy(batch.indptr[:-1]),
+                              torch.from_numpy(batch.data)), targets[start:start + 8]).backward()
+        adam.step()
+        in_batch = np.unique(batch.indices)
+        # Rows of earlier batches carry momentum: dense Adam would move them again.
+        elsewhere = np.flatnonzero(seen & ~np.isin(np.arange(300), in_batch))
+        assert start == 0 or len(elsewhere)
+        assert torch.equal(model.input_weight[elsewhere], before[elsewhere])
+        # (any: the LSTM's forget gate acts on a zero cell state and never learns)
+        assert (model.input_weight[in_batch] != before[in_batch]).any(1).all()
+        seen[in_batch] = True
+
+
+def test_the_default_optimizer_is_the_seeds_adam():
+    model = RecurrentClassifier("gru", 50, 3, hidden_size=4)
+    adam = make_optimizer(model, validate({})["train"], Group())
+    assert type(adam) is optim.Adam
+
+
+@pytest.mark.parametrize("case, message", [
+    ("sequence", "not a sequence model on cpu in 1 process"),
+    ("processes", "not a bag-of-words model on cpu in 2 process"),
+    ("weight_decay", "takes no weight decay"),
+])
+def test_lazy_adam_refuses_what_it_cannot_do_in_one_line(case, message):
+    p = dict(validate({})["train"], optimizer="lazy_adam")
+    model, group = RecurrentClassifier("gru", 50, 3, hidden_size=4), Group()
+    if case == "sequence":
+        model = SequenceClassifier("gru", 50, 3, embedding_dim=4, hidden_size=4)
+    elif case == "processes":
+        group = Group(world_size=2)
+    else:
+        p["weight_decay"] = 0.01
+    with pytest.raises(PipelineError, match=message) as error:
+        make_optimizer(model, p, group)
+    assert "\n" not in str(error.value)
+
+
+def test_params_name_the_optimizers():
+    assert validate({})["train"]["optimizer"] == "adam"
+    with pytest.raises(PipelineError, match="train.optimizer must be one of adam, lazy_adam"):
+        validate({"train": {"optimizer": "sparse_adam"}})

@@ -1,0 +1,202 @@
+"""Accuracy benchmark: settings × models, each row a real `dvc exp run` of the pipeline.
+
+    python -m bench.accuracy                      # the whole grid: hours on 2 CPU cores
+    python -m bench.accuracy --settings bydate --models full-gru,full-baseline
+    python -m bench.accuracy --dry-run            # print each row's command, run nothing
+
+On the real corpus ($NEWSGROUPS_ARCHIVE or --archive).  The committed repository is cloned into
+a temporary folder (or --workdir, kept for a later resume), so the workspace is never touched.
+For each row the clone is reset to the commit, the row's command runs there, and its metrics,
+vocabulary size and timings are read from the clone's workspace.  bench/accuracy.json (the rows)
+and bench/accuracy.md (a table) are rewritten after every row; rows already in the json are
+skipped, so an interrupted run resumes where it stopped.
+"""
+import argparse
+import csv
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each setting: the split and the text the models see.
+SETTINGS = {
+    "seed": {"split.strategy": "random"},  # the seed tutorial's random 80/20, headers kept
+    "bydate": {"split.strategy": "bydate"},  # the corpus's own train/test, headers kept
+    "bydate-clean": {"split.strategy": "bydate", "fetch.remove": "[headers,footers,quotes]"},
+}
+
+# The named parameter sets: sublinear tf-idf over the whole vocabulary (terms in >= 2 training
+# messages), a wide recurrent layer with dropout, early stopping on 5 % of the train split.
+# The baseline gets tfidf: false since the features already are tf-idf: the same sublinear-tf-idf
+# LinearSVC, on the same features as the recurrent model beside it.
+FULL_FEATURES = {"vectorize.max_features": "null", "vectorize.min_df": "2",
+                 "vectorize.weighting": "tfidf", "baseline.tfidf": "false"}
+TRAINING = {"train.lr": "0.002", "train.epochs": "20", "train.validation_fraction": "0.05",
+            "train.patience": "3"}
+# Unigrams and bigrams: 491,197 terms on the seed's split, a 377 M-weight input matrix for a
+# GRU of 256; lazy_adam steps only the rows a batch touches (README, "Accuracy benchmark").
+BIGRAMS = {**FULL_FEATURES, "vectorize.ngram_range": "[1,2]"}
+
+
+def wide(model):
+    return {f"models.{model}.hidden_size": "256", f"models.{model}.dropout": "0.5"}
+
+
+# name -> (model, parameter overrides, the dvc target that leaves metrics/<model>.json)
+ENTRIES = {
+    **{model: (model, {}, f"evaluate@{model}") for model in ("rnn", "lstm", "gru")},
+    **{model: (model, {}, f"sequence/dvc.yaml:evaluate@{model}")
+       for model in ("rnn_seq", "lstm_seq", "gru_seq")},
+    "baseline": ("baseline", {}, "baseline"),
+    **{f"full-{model}": (model, {**FULL_FEATURES, **TRAINING, **wide(model)}, f"evaluate@{model}")
+       for model in ("rnn", "lstm", "gru")},
+    "full-baseline": ("baseline", FULL_FEATURES, "baseline"),
+    "bigram-gru": ("gru", {**BIGRAMS, **TRAINING, **wide("gru"), "train.optimizer": "lazy_adam"},
+                   "evaluate@gru"),
+    "bigram-baseline": ("baseline", BIGRAMS, "baseline"),
+}
+
+# Published accuracy on `bydate` with headers (the split of Yao et al. 2019, TextGCN, and its
+# followers), as issue 14 lists them.
+ANCHORS = [("BertGCN", 89.3), ("TensorGCN", 87.7), ("TextGCN", 86.3), ("BERT", 85.3),
+           ("WideMLP on tf-idf (Galke & Scherp 2022)", 84.2), ("fastText", 79.4), ("LSTM", 75.4)]
+
+
+def command(setting, entry):
+    """The shell command that reproduces a row in a fresh clone (leaving metrics/<model>.json)."""
+    _, overrides, target = ENTRIES[entry]
+    flags = [f"-S {shlex.quote(f'{key}={value}')}"
+             for key, value in {**SETTINGS[setting], **overrides}.items()]
+    return " ".join(["dvc exp run", f"-n {setting}-{entry}", *flags, shlex.quote(target)])
+
+
+def make_row(setting, entry, model, command, scores, meta, timings, epochs):
+    """One row of bench/accuracy.json.  ``timings`` is data/timings/<model>.json (None for the
+    baseline, which has no epochs); ``epochs`` the rows of the model's training log."""
+    row = {"setting": setting, "config": entry, "model": model,
+           "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+           "features": meta["n_features"], "epochs": epochs,
+           "train_seconds": None, "epoch_seconds": None, "peak_rss_mb": None,
+           "command": command}
+    if timings:
+        row.update(train_seconds=timings["train_seconds"],
+                   epoch_seconds=round(statistics.median(timings["epoch_seconds"]), 3),
+                   peak_rss_mb=timings["peak_rss_mb"])
+    return row
+
+
+def markdown(rows, commit):
+    def cell(value, digits=None):
+        if value is None:
+            return "–"
+        return f"{value:.{digits}f}" if digits is not None else str(value)
+
+    lines = [f"Generated by `python -m bench.accuracy` at commit {commit}: every row is one "
+             "`dvc exp run` (its `command` in bench/accuracy.json) in a clone, on the real corpus.",
+             "", "| setting | configuration | model | features | accuracy | macro-F1 | epochs | "
+             "epoch s (median) | train s | peak RSS MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['config']} | {r['model']} | {r['features']:,} | "
+                     f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {cell(r['epochs'])} | "
+                     f"{cell(r['epoch_seconds'], 1)} | {cell(r['train_seconds'], 1)} | "
+                     f"{cell(r['peak_rss_mb'])} |")
+    lines += ["", "Published accuracy on `bydate` with headers, for comparison: "
+              + "; ".join(f"{name} {value}" for name, value in ANCHORS) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def run_row(clone, setting, entry, env, log):
+    """Run one row's command in the clone; return the row."""
+    model = ENTRIES[entry][0]
+    shell = command(setting, entry)
+    subprocess.run(["git", "reset", "-q", "--hard"], cwd=clone, check=True)
+    shutil.rmtree(clone / "data" / "timings", ignore_errors=True)
+    with open(log, "w", encoding="utf-8") as out:
+        done = subprocess.run(shell, shell=True, cwd=clone, env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
+    if done.returncode:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        sys.exit(f"error: {setting} {entry}: `{shell}` failed (log {log}):\n" + "\n".join(tail))
+    timings = epochs = None
+    if model != "baseline":
+        timings = read_json(clone / "data" / "timings" / f"{model}.json")
+        if timings is None:
+            print(f"  {setting} {entry}: train stage restored from DVC's cache, no timings",
+                  file=sys.stderr)
+        with open(clone / "metrics" / "train" / f"{model}.csv", encoding="utf-8") as f:
+            epochs = sum(1 for _ in csv.DictReader(f))
+    return make_row(setting, entry, model, shell, read_json(clone / "metrics" / f"{model}.json"),
+                    read_json(clone / "data" / "features" / "meta.json"), timings, epochs)
+
+
+def choose(names, known, what):
+    chosen = names.split(",") if names else list(known)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        sys.exit(f"error: unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", help=f"comma-separated, of {', '.join(SETTINGS)}")
+    parser.add_argument("--models", help=f"comma-separated, of {', '.join(ENTRIES)}")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--archive", default=os.environ.get("NEWSGROUPS_ARCHIVE"))
+    parser.add_argument("--workdir", type=Path, help="clone here and keep it (default: a temporary one)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench")
+    args = parser.parse_args(argv)
+    grid = [(s, e) for s in choose(args.settings, SETTINGS, "setting")
+            for e in choose(args.models, ENTRIES, "model")]
+    results = args.output / "accuracy.json"
+    rows = read_json(results) or []
+    done = {(r["setting"], r["config"]) for r in rows}
+    todo = [cell for cell in grid if cell not in done]
+    if args.dry_run:
+        for setting, entry in grid:
+            print(("# done: " if (setting, entry) in done else "") + command(setting, entry))
+        return
+    if not args.archive or not Path(args.archive).is_file():
+        sys.exit("error: set NEWSGROUPS_ARCHIVE (or --archive) to the real 20news-bydate.tar.gz")
+    env = dict(os.environ, NEWSGROUPS_ARCHIVE=str(Path(args.archive).resolve()), DVC_NO_ANALYTICS="1")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    print(f"{len(todo)} of {len(grid)} rows to run ({len(grid) - len(todo)} already in {results}), "
+          f"commit {commit}", file=sys.stderr)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
+    clone = workdir / "repo"
+    if not clone.exists():
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    started = time.perf_counter()
+    try:
+        for number, (setting, entry) in enumerate(todo, start=1):
+            print(f"[{number}/{len(todo)}] {setting} {entry}: started", file=sys.stderr, flush=True)
+            row_started = time.perf_counter()
+            row = run_row(clone, setting, entry, env, workdir / f"{setting}-{entry}.log")
+            rows.append(row)
+            args.output.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+            (args.output / "accuracy.md").write_text(markdown(rows, commit), encoding="utf-8")
+            print(f"[{number}/{len(todo)}] {setting} {entry}: accuracy {row['accuracy']:.4f} "
+                  f"({time.perf_counter() - row_started:.0f} s; "
+                  f"{time.perf_counter() - started:.0f} s in all)", file=sys.stderr, flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""bench/accuracy.py: its rows have the schema the README documents, its commands name only
+valid parameters, and a dry run lists every row, marking the ones already measured."""
+import json
+
+import pytest
+from ruamel.yaml import YAML
+
+from bench import accuracy
+from stages.params import PARAMS_FILE, validate
+
+KEYS = ["setting", "config", "model", "accuracy", "macro_f1", "features", "epochs",
+        "train_seconds", "epoch_seconds", "peak_rss_mb", "command"]
+
+
+def test_a_trained_models_row():
+    row = accuracy.make_row("bydate", "full-gru", "gru", "dvc exp run …",
+                            {"accuracy": 0.868, "macro_f1": 0.861, "test_loss": 0.5},
+                            {"classes": ["a", "b"], "n_features": 491197},
+                            {"epoch_seconds": [14.0, 11.0, 12.5, 30.0], "train_seconds": 67.5,
+                             "peak_rss_mb": 6100}, 4)
+    assert list(row) == KEYS
+    assert row == {"setting": "bydate", "config": "full-gru", "model": "gru", "accuracy": 0.868,
+                   "macro_f1": 0.861, "features": 491197, "epochs": 4, "train_seconds": 67.5,
+                   "epoch_seconds": 13.25, "peak_rss_mb": 6100, "command": "dvc exp run …"}
+    json.dumps(row)
+
+
+def test_the_baselines_row_has_no_epochs():
+    row = accuracy.make_row("seed", "baseline", "baseline", "c", {"accuracy": 0.9, "macro_f1": 0.8},
+                            {"n_features": 10000}, None, None)
+    assert list(row) == KEYS
+    assert [row[k] for k in ("epochs", "train_seconds", "epoch_seconds", "peak_rss_mb")] == [None] * 4
+    assert "| seed | baseline | baseline | 10,000 | 0.9000 | 0.8000 | – | – | – | – |" in \
+        accuracy.markdown([row], "abc1234")
+
+
+def overrides(command):
+    """The -S key=value pairs of a row's command, with values parsed as YAML (as DVC does)."""
+    words = command.replace("'", "").split()
+    pairs = [words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S"]
+    return {key: YAML(typ="safe", pure=True).load(value) for key, value in pairs}
+
+
+@pytest.mark.parametrize("setting", accuracy.SETTINGS)
+@pytest.mark.parametrize("entry", accuracy.ENTRIES)
+def test_every_command_sets_valid_parameters_and_targets_its_model(setting, entry):
+    command = accuracy.command(setting, entry)
+    assert command.startswith(f"dvc exp run -n {setting}-{entry} ")
+    model, _, target = accuracy.ENTRIES[entry]
+    assert command.endswith(" " + target) and target.endswith(model)
+    with open(PARAMS_FILE, encoding="utf-8") as f:
+        params = YAML(typ="safe", pure=True).load(f)
+    for key, value in overrides(command).items():
+        *path, last = key.split(".")
+        section = params
+        for part in path:
+            section = section[part]
+        assert last in section or path[0] == "train", key  # train keys may be unset defaults
+        section[last] = value
+    checked = validate(params)
+    assert checked["split"]["strategy"] == ("random" if setting == "seed" else "bydate")
+    assert (checked["fetch"]["remove"] == ["headers", "footers", "quotes"]) == (setting == "bydate-clean")
+
+
+def test_dry_run_lists_the_grid_and_marks_rows_already_measured(tmp_path, capsys):
+    done = accuracy.make_row("seed", "gru", "gru", accuracy.command("seed", "gru"),
+                             {"accuracy": 0.9, "macro_f1": 0.9}, {"n_features": 10}, None, 10)
+    (tmp_path / "accuracy.json").write_text(json.dumps([done]))
+    accuracy.main(["--dry-run", "--settings", "seed,bydate", "--models", "gru,baseline",
+                   "--output", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["# done: " + accuracy.command("seed", "gru"), accuracy.command("seed", "baseline"),
+                     accuracy.command("bydate", "gru"), accuracy.command("bydate", "baseline")]
+    with pytest.raises(SystemExit, match="unknown model grue"):
+        accuracy.main(["--dry-run", "--models", "grue", "--output", str(tmp_path)])
