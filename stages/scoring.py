@@ -1,7 +1,11 @@
 """Scores every classifier the same way: metrics JSON, a per-class report, and predictions.
 
-metrics/<model>.json holds only values that a repeated run reproduces exactly (no times),
-so ``dvc metrics diff`` shows real changes only.
+metrics/<model>.json holds the two headline scores only, accuracy and macro-F1 on the test
+split, so that `dvc metrics show` and `dvc exp show` stay narrow (DVC names each column
+``metrics/<model>.json:<key>``); the per-class report, metrics/classes/<model>.json, holds the
+rest: per-class scores, their averages (weighted F1 among them), the test loss and the number
+of trained parameters.  Both hold only values that a repeated run reproduces exactly (no
+times), so ``dvc metrics diff`` shows real changes only.
 
 The scores are scikit-learn's (``accuracy_score``, ``f1_score`` and ``classification_report``
 with ``zero_division=0``; tests/test_train_evaluate.py checks they agree), computed here from
@@ -43,18 +47,15 @@ def report(y_true, y_pred, classes):
 
 def write_scores(name, classes, ids, y_true, y_pred, parameters, test_loss=None):
     scores = report(y_true, y_pred, classes)
-    metrics = {
-        "accuracy": round(scores["accuracy"], 6),
-        "macro_f1": round(scores["macro avg"]["f1-score"], 6),
-        "weighted_f1": round(scores["weighted avg"]["f1-score"], 6),
-        "parameters": int(parameters),
-    }
-    if test_loss is not None:
-        metrics["test_loss"] = round(float(test_loss), 6)
+    metrics = {"accuracy": round(scores["accuracy"], 6),
+               "macro_f1": round(scores["macro avg"]["f1-score"], 6)}
     write_json(paths.metrics(name), metrics)
-    write_json(paths.class_report(name),
-               {key: {k: round(v, 6) for k, v in value.items()} if isinstance(value, dict)
-                else round(value, 6) for key, value in scores.items()})
+    details = {key: {k: round(v, 6) for k, v in value.items()} if isinstance(value, dict)
+               else round(value, 6) for key, value in scores.items()}
+    details["parameters"] = int(parameters)
+    if test_loss is not None:
+        details["test_loss"] = round(float(test_loss), 6)
+    write_json(paths.class_report(name), details)
     write_csv(paths.predictions(name), ["id", "actual", "predicted"],
               ((doc, classes[t], classes[p]) for doc, t, p in zip(ids, y_true, y_pred)))
     return metrics

@@ -6,14 +6,18 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Everything the suite writes outside its test repositories' own files goes under this git- and
+# DVC-ignored folder instead of /tmp or /var/tmp (see pytest_configure).
+SCRATCH = ROOT / ".pytest-tmp"
 # What a clone of the project holds that the pipeline needs (no data, no metrics).
-PROJECT_FILES = ("stages", "dvc.yaml", "sequence/dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore")
+PROJECT_FILES = ("stages", "dvc.yaml", "sequence/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots",
+                 ".dvcignore", ".gitignore")
 
 # Four newsgroups, each with words of its own plus words common to all, so that a model
 # trained on a few dozen messages has something real to learn.
@@ -71,6 +75,18 @@ def write_archive(path, documents, extra=()):
     return path
 
 
+def pytest_configure(config):
+    """For the whole session and every command it starts: the temporary folder in SCRATCH, so
+    that pytest's own (tmp_path: SCRATCH/pytest-of-<user>/pytest-<n>, the last three runs kept,
+    concurrent runs apart) and anything else asking for one land there; DVC's per-repository
+    site cache there too (otherwise /var/tmp/dvc/repo/<hash>, one per test repository); and no
+    usage reports from DVC (each `dvc` call would leave a file for its reporting daemon)."""
+    (SCRATCH / "tmp").mkdir(parents=True, exist_ok=True)
+    os.environ.update(TMPDIR=str(SCRATCH / "tmp"), DVC_SITE_CACHE_DIR=str(SCRATCH / "dvc-site-cache"),
+                      DVC_NO_ANALYTICS="1")
+    tempfile.tempdir = None  # read TMPDIR again
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compiled_kernels():
     """stages/kernels.py's numba kernels, compiled once into stages/__pycache__ (seconds each
@@ -104,8 +120,9 @@ def run(cmd, cwd, env=None, check=True):
 
 
 def stage_env(archive):
-    """The environment a stage sees: the tiny archive, the venv's tools first on PATH."""
-    env = dict(os.environ, NEWSGROUPS_ARCHIVE=str(archive), PYTHONHASHSEED="0")
+    """The environment a stage sees: the tiny archive, the venv's tools first on PATH, no usage
+    reports from DVC (and the session's other settings: pytest_configure)."""
+    env = dict(os.environ, NEWSGROUPS_ARCHIVE=str(archive), PYTHONHASHSEED="0", DVC_NO_ANALYTICS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("PYTHONPATH", None)
     return env

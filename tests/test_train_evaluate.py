@@ -22,14 +22,20 @@ def metrics(project, name):
     return json.loads((project.path / f"metrics/{name}.json").read_text())
 
 
+def class_report(project, name):
+    return json.loads((project.path / f"metrics/classes/{name}.json").read_text())
+
+
 @pytest.mark.parametrize("name", MODELS + ("baseline",))
 def test_each_model_beats_chance_by_a_wide_margin(trained, name):
     scores = metrics(trained, name)
     chance = 1 / len(TOPICS)
     assert scores["accuracy"] >= chance + 0.5
-    assert set(scores) >= {"accuracy", "macro_f1", "weighted_f1", "parameters"}
+    assert set(scores) == {"accuracy", "macro_f1"}  # the rest is in the per-class report
+    details = class_report(trained, name)
+    assert details["parameters"] > 0 and "weighted avg" in details
     if name != "baseline":
-        assert scores["test_loss"] > 0
+        assert details["test_loss"] > 0
 
 
 def state_dict_sha256(path):
@@ -94,7 +100,7 @@ def test_editing_one_model_reruns_only_its_train_and_evaluate(trained):
     out = trained.dvc("repro").stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate@gru", "train@gru"]
-    assert metrics(trained, "gru")["parameters"] < metrics(trained, "lstm")["parameters"]
+    assert class_report(trained, "gru")["parameters"] < class_report(trained, "lstm")["parameters"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,7 +1,7 @@
 """The DVC workflow end to end, through the real `git` and `dvc` CLIs in temporary repositories
 on the tiny archive: only what changed reruns; metrics and params diffs across commits in a fresh
 clone; a teammate's reproduction through a DVC remote; experiments and a queued sweep; the CI
-check that dvc.lock is current; the DAG.
+check that dvc.lock is current; the DAG; the training curves.
 
 One module-scoped repository, ``origin``, runs the pipeline once, commits it and pushes its data
 to a local-directory remote (configured in that throwaway repository only); every other test
@@ -25,7 +25,7 @@ ALL = ("fetch", "split", "vectorize", *TRAIN, *EVALUATE, "baseline")
 SEQUENCE_MODELS = ("rnn_seq", "lstm_seq", "gru_seq")
 SEQUENCE = tuple(f"sequence/dvc.yaml:{stage}" for stage in (
     "sequences", *(f"{kind}@{m}" for kind in ("train", "evaluate") for m in SEQUENCE_MODELS)))
-METRICS = tuple(f"metrics/{name}.json" for name in ("fetch", *MODELS, "baseline"))
+METRICS = tuple(f"metrics/{name}.json" for name in MODELS + ("baseline",))
 
 
 class Clone(Project):
@@ -52,8 +52,22 @@ def stages_planned(project):
     return sorted(set(re.findall(r"^Running stage '([^']+)':", output, re.M)))
 
 
+def terminal_table(project, *args):
+    """The non-blank lines of a `dvc` table as a 120-column terminal shows them, each checked
+    to fit and to have lost no column to DVC's "…"."""
+    env = dict(project.env, COLUMNS="120")
+    lines = [line for line in run(["dvc", *args], project.path, env).stdout.splitlines()
+             if line.strip()]
+    for line in lines:
+        assert len(line) <= 120 and "…" not in line, line
+    return lines
+
+
 def read_metrics(project):
-    return {name: (project.path / name).read_bytes() for name in METRICS}
+    """Every git-tracked result of the main pipeline: metrics, per-class reports, the corpus's
+    counts."""
+    names = METRICS + tuple(f"metrics/classes/{name}.json" for name in MODELS + ("baseline",))
+    return {name: (project.path / name).read_bytes() for name in names + ("metrics/fetch.json",)}
 
 
 @pytest.fixture(scope="module")
@@ -185,18 +199,24 @@ def test_each_stage_depends_on_exactly_the_code_it_imports():
 
 def test_metrics_and_params_diff_across_commits_in_a_fresh_clone(clone):
     work = clone(pull=True)
-    work.edit_params("models.gru.hidden_size", 32)
+    work.edit_params("models.gru.hidden_size", 2)  # too small for the tiny archive's 4 groups
     assert stages_run(work.dvc("repro").stdout) == ["evaluate@gru", "train@gru"]
-    work.commit("a smaller GRU")
+    work.commit("a much smaller GRU")
 
     fresh = clone(work)  # no data, no remote needed: the metrics live in git
     metrics = json.loads(fresh.dvc("metrics", "diff", "HEAD~1", "--json").stdout)
-    assert "metrics/gru.json" in metrics
-    assert set(metrics) == {"metrics/gru.json"}  # the per-class reports are not metrics
-    parameters = metrics["metrics/gru.json"]["parameters"]
-    assert parameters["new"] < parameters["old"]
+    # Only the GRU's scores: not the per-class reports, nor the corpus's counts.
+    assert set(metrics) == {"metrics/gru.json"}
+    assert set(metrics["metrics/gru.json"]) == {"accuracy", "macro_f1"}
+    accuracy = metrics["metrics/gru.json"]["accuracy"]
+    assert accuracy["new"] < accuracy["old"]
     params = json.loads(fresh.dvc("params", "diff", "HEAD~1", "--json").stdout)
-    assert params == {"params.yaml": {"models.gru.hidden_size": {"old": 128, "new": 32, "diff": -96}}}
+    assert params == {"params.yaml": {"models.gru.hidden_size": {"old": 128, "new": 2, "diff": -126}}}
+    # In a 120-column terminal: one row per model (both pipelines), no column cut off.
+    table = terminal_table(fresh, "metrics", "show")
+    assert [line.split()[0] for line in table[1:]] == [f"metrics/{m}.json" for m in MODELS + (
+        "baseline",)] + [f"metrics/{m}.json" for m in SEQUENCE_MODELS]
+    assert table[0].split() == ["Path", "accuracy", "macro_f1"]
 
 
 # --- 3. A teammate reproduces ----------------------------------------------------------------
@@ -248,16 +268,18 @@ def test_the_pushed_run_cache_restores_a_run_instead_of_repeating_it(clone):
 # --- 4. Experiments --------------------------------------------------------------------------
 
 def experiments(project):
-    """{name: (state, gru hidden size, gru metrics)} of the experiments `dvc exp show` lists."""
+    """{name: (state, gru hidden size, gru metrics, hash of the GRU's weights)} of the
+    experiments `dvc exp show` lists."""
     found = {}
     for commit in json.loads(project.dvc("exp", "show", "--json").stdout):
         for experiment in commit.get("experiments") or ():
             data = experiment["revs"][0].get("data") or {}
             params = data.get("params", {}).get("params.yaml", {}).get("data", {})
             metrics = data.get("metrics", {}).get("metrics/gru.json", {}).get("data")
+            weights = (data.get("deps") or {}).get("data/models/gru.pt", {}).get("hash")
             state = (experiment.get("executor") or {}).get("state", "success")
             found[experiment["name"]] = (
-                state, params.get("models", {}).get("gru", {}).get("hidden_size"), metrics)
+                state, params.get("models", {}).get("gru", {}).get("hidden_size"), metrics, weights)
     return found
 
 
@@ -267,7 +289,11 @@ def test_experiments_and_a_queued_sweep(clone):
         output = project.dvc("exp", "run", "-S", "models.gru.hidden_size=32").stdout
         assert stages_run(output) == ["evaluate@gru", "train@gru"]
         first = experiments(project)
-        assert [hidden for _, hidden, _ in first.values()] == [32]
+        assert [hidden for _, hidden, _, _ in first.values()] == [32]
+        # The README's command: the changed parameter in sight in 120 columns.
+        table = terminal_table(project, "exp", "show", "--only-changed", "--drop", "data/",
+                               "--no-pager")
+        assert "models.gru.hidden_size" in table[1]
 
         project.git("checkout", "--", ".")  # back to the commit, for the sweep to start from
         project.dvc("exp", "run", "--queue", "-S", "models.gru.hidden_size=16,32")
@@ -275,15 +301,15 @@ def test_experiments_and_a_queued_sweep(clone):
         deadline = time.monotonic() + 300
         while True:
             queued = {name: e for name, e in experiments(project).items() if name not in first}
-            if len(queued) == 2 and all(s in ("success", "failed") for s, _, _ in queued.values()):
+            if len(queued) == 2 and all(s in ("success", "failed") for s, *_ in queued.values()):
                 break
             assert time.monotonic() < deadline, f"queue still busy: {queued}"
             time.sleep(3)
-        assert all(state == "success" and metrics for state, _, metrics in queued.values()), queued
-        sweep = {hidden: metrics for _, hidden, metrics in queued.values()}
+        assert all(state == "success" and metrics for state, _, metrics, _ in queued.values()), queued
+        sweep = {hidden: (metrics, weights) for _, hidden, metrics, weights in queued.values()}
         assert set(sweep) == {16, 32}
-        assert sweep[16]["parameters"] < sweep[32]["parameters"]
-        assert sweep[32] == next(iter(first.values()))[2]  # same run, so the same metrics
+        assert sweep[16][1] != sweep[32][1]  # two models trained
+        assert sweep[32] == next(iter(first.values()))[2:]  # same run: same metrics, same weights
         table = project.dvc("exp", "show", "--csv", "--sort-by", "metrics/gru.json:accuracy").stdout
         assert "metrics/gru.json:accuracy" in table.splitlines()[0]
         assert len(table.splitlines()) == 1 + 2 + 3  # header, workspace, main, 3 experiments
@@ -338,3 +364,26 @@ def test_dag_edges(origin):
     assert edges == expected
     ascii_dag = origin.dvc("dag").stdout
     assert all(name in ascii_dag for name in ALL)
+
+
+# --- 7. The training curves ------------------------------------------------------------------
+
+def test_training_curves_give_each_model_a_colour_and_dash_the_validation_slice(origin, tmp_path):
+    vl_convert = pytest.importorskip("vl_convert")
+    plots = json.loads(origin.dvc("plots", "show", "--json").stdout)["data"]
+    spec = plots["loss per epoch"][0]["content"]
+    assert spec["encoding"]["color"]["field"] == "model"
+    assert {row["filename"] for row in spec["data"]["values"]} == {
+        f"{model}.csv" for model in MODELS + SEQUENCE_MODELS}
+    drawn = vl_convert.vegalite_to_svg(spec)
+    legend = set(re.findall(r">(\w+)</text>", drawn))
+    assert set(MODELS + SEQUENCE_MODELS) <= legend
+    assert 'stroke-dasharray="6,3"' not in drawn  # no validation slice in this run
+    # A log with a validation slice (train.validation_fraction > 0) gains val_loss.
+    for row in spec["data"]["values"]:
+        row["val_loss"] = str(float(row["loss"]) + 0.1)
+    assert 'stroke-dasharray="6,3"' in vl_convert.vegalite_to_svg(spec)  # the template's dash
+
+    png = tmp_path / "curves.png"
+    origin.stage("plots", "--output", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG")
