@@ -98,7 +98,7 @@ def train(name, p, model_p, group):
     if isinstance(features, Ragged):
         features.check(f"train sequences of {name}", vocab_size=meta["n_features"])
     config = dict(model_p, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
-    model = build(config).to(device)
+    model = build(config, name).to(device)
     if model_p["input"] == "sequence" and device.type == "cpu":
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
         # which the CPU computes several times more slowly.  Flushing them to zero avoids that.
