@@ -93,19 +93,19 @@ def reading(path, kind, rebuild=REPRO):
     """Parse ``path``, a ``kind`` the pipeline wrote, inside the block.
 
     Whatever a truncated or garbage file makes the parser raise (each library has its own
-    exceptions) becomes one line naming the file and how to get a good copy back.  A real
-    OS error (permissions, a folder) is reported as such.
+    exceptions, OSError with an errno among them) becomes one line naming the file and how to
+    get a good copy back.  A file that cannot even be opened is reported as such first.
     """
     require(path, rebuild)
+    try:
+        open(path, "rb").close()
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}; check its "
+                            "permissions") from None
     try:
         yield path
     except PipelineError:
         raise
-    except OSError as exc:
-        if exc.errno is None:  # pyarrow reports some corrupt files as OSError without errno
-            raise PipelineError(damaged(path, kind, exc, rebuild)) from None
-        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}; check its "
-                            "permissions") from None
     except Exception as exc:
         raise PipelineError(damaged(path, kind, exc, rebuild)) from None
 
