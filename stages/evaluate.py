@@ -6,41 +6,29 @@ Runs on the CPU whatever device trained the model, so its numbers are the same e
 the weights are.
 """
 import argparse
-import pickle
 import sys
-import warnings
 
 import torch
 import torch.nn.functional as F
 
 from stages.batches import input_mode, load_inputs, predict_logits
-from stages.errors import PipelineError, run_stage
-from stages.files import load_meta, read_parquet, require
+from stages.errors import run_stage
+from stages.files import REPRO, load_meta, load_weights, read_parquet, reading
 from stages.model import build
 from stages.paths import SPLIT_TEST, metrics, weights
 from stages.scoring import write_scores
 
-def load_model(name):
-    """The trained model ``name``, on the CPU, in eval mode.  Never unpickles code."""
-    path = require(weights(name))
-    try:
-        with warnings.catch_warnings():
-            # torch warns about a foreign pickle protocol before refusing the file; the
-            # error below says all the user needs.
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model = build(checkpoint["config"])
+
+def load_model(name, rebuild=REPRO):
+    """The trained model ``name``, on the CPU, in eval mode.  Never unpickles code.
+
+    ``rebuild``: the command that trains it, for the error when it is missing or broken.
+    """
+    path = weights(name)
+    checkpoint = load_weights(path, rebuild)
+    with reading(path, "checkpoint of this pipeline's models", rebuild):  # e.g. a mismatched config
+        model = build(checkpoint["config"], name)
         model.load_state_dict(checkpoint["state_dict"])
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, i.e. running the file's code.
-        raise PipelineError(f"{path} was refused: it holds something other than tensors and "
-                            "plain data, so this pipeline did not write it (weights load with "
-                            "weights_only=True, which never runs code from the file); delete it "
-                            "and rerun `dvc repro`, or `dvc pull` from a trusted remote") from None
-    except Exception as exc:  # a truncated file, a mismatched config
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{path} is not a loadable checkpoint ({reason}); "
-                            "rerun `dvc repro` or `dvc pull`") from None
     return model.eval()
 
 

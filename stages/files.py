@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.paths import FEATURES, FEATURES_META, LABELS, VECTORIZER
+from stages.paths import BASELINE_MODEL, FEATURES, FEATURES_META, LABELS, VECTORIZER
 
 
 @contextmanager
@@ -72,14 +72,54 @@ def write_parquet(path, table):
 def read_parquet(path, columns=None):
     import pyarrow.parquet as pq
 
-    return pq.read_table(require(path), columns=columns)
+    with reading(path, "Parquet table"):
+        return pq.read_table(path, columns=columns)
 
 
-def require(path):
-    """Return ``path`` if it exists, else say which stage makes it."""
+# The command that rebuilds an artifact: the main pipeline's, or the sequence models'.
+REPRO = "dvc repro"
+SEQUENCE_REPRO = "dvc repro sequence/dvc.yaml"
+
+
+def require(path, rebuild=REPRO):
+    """Return ``path`` if it exists, else say how to make it (``rebuild``: its pipeline)."""
     if not Path(path).exists():
-        raise PipelineError(f"{path} is missing: run `dvc repro` (or `dvc pull`) to create it")
+        raise PipelineError(f"{path} is missing: run `{rebuild}` (or `dvc pull`) to create it")
     return path
+
+
+@contextmanager
+def reading(path, kind, rebuild=REPRO):
+    """Parse ``path``, a ``kind`` the pipeline wrote, inside the block.
+
+    Whatever a truncated or garbage file makes the parser raise (each library has its own
+    exceptions, OSError with an errno among them) becomes one line naming the file and how to
+    get a good copy back.  A file that cannot even be opened is reported as such first.
+    """
+    require(path, rebuild)
+    try:
+        open(path, "rb").close()
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}; check its "
+                            "permissions") from None
+    try:
+        yield path
+    except PipelineError:
+        raise
+    except Exception as exc:
+        raise PipelineError(damaged(path, kind, exc, rebuild)) from None
+
+
+def damaged(path, kind, exc, rebuild=REPRO):
+    """The one-line message for a file that is not the ``kind`` the pipeline wrote there."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # The first sentence: the rest of a library's message is advice that does not apply
+    # (numpy's, for instance, suggests unpickling the file).
+    detail = detail.split(". ")[0][:100]
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return (f"{path} is not a readable {kind} ({reason}); it was cut short or changed since the "
+            f"pipeline wrote it: restore it with `dvc checkout --force {path}` or `dvc pull "
+            f"--force {path}`, or rebuild it with `{rebuild}`")
 
 
 def save_csr(path, matrix):
@@ -107,9 +147,38 @@ def save_weights(path, checkpoint):
         tmp.write_bytes(buffer.getbuffer())
 
 
+def load_weights(path, rebuild=REPRO):
+    """The checkpoint dict ``save_weights`` wrote, on the CPU.  Never unpickles code."""
+    import pickle
+    import warnings
+
+    import torch
+
+    with reading(path, "checkpoint", rebuild):
+        try:
+            with warnings.catch_warnings():
+                # torch warns about a foreign pickle protocol before refusing the file; the
+                # error below says all the user needs.
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            # torch refuses garbage and code alike; code names a GLOBAL, and a plain pickle
+            # (not torch's zip) starts with the PROTO opcode.  torch's own message suggests
+            # weights_only=False, i.e. running the file's code.
+            with open(path, "rb") as f:
+                pickled = f.read(1) == b"\x80"
+            if "GLOBAL" not in str(exc) and not pickled:
+                raise
+            raise PipelineError(
+                f"{path} was refused: it holds something other than tensors and plain data, so "
+                "this pipeline did not write it (weights load with weights_only=True, which "
+                f"never runs code from the file); delete it and rerun `{rebuild}`, or `dvc "
+                "pull` from a trusted remote") from None
+
+
 def load_labels(subset):
     """The int64 labels of the "train" or "test" split."""
-    with np.load(require(LABELS)) as labels:
+    with reading(LABELS, "labels array"), np.load(LABELS) as labels:
         return labels[subset].astype(np.int64)
 
 
@@ -117,16 +186,28 @@ def load_features(subset):
     """(CSR float32 matrix, int64 labels) of the "train" or "test" split."""
     import scipy.sparse
 
-    matrix = scipy.sparse.load_npz(require(FEATURES[subset])).tocsr()
+    with reading(FEATURES[subset], "sparse feature matrix"):
+        matrix = scipy.sparse.load_npz(FEATURES[subset]).tocsr()
     return matrix.astype(np.float32, copy=False), load_labels(subset)
 
 
+# The two pickles the pipeline loads, both its own outputs (README, "Errors and faults").
 def load_vectorizer():
     """The vectorizer fitted by the vectorize stage (a joblib pickle the pipeline wrote)."""
     import joblib
 
-    return joblib.load(require(VECTORIZER))
+    with reading(VECTORIZER, "fitted vectorizer"):
+        return joblib.load(VECTORIZER)
+
+
+def load_baseline():
+    """The baseline stage's fitted LinearSVC pipeline (a joblib pickle the pipeline wrote)."""
+    import joblib
+
+    with reading(BASELINE_MODEL, "fitted baseline"):
+        return joblib.load(BASELINE_MODEL)
 
 
 def load_meta():
-    return read_json(require(FEATURES_META))
+    with reading(FEATURES_META, "JSON file"):
+        return read_json(FEATURES_META)

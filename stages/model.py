@@ -147,14 +147,71 @@ class RecurrentClassifier(nn.Module):
         self.head.load_state_dict(head.state_dict())
 
 
-def build(config):
+def build(config, name=None):
     """The model a config describes (the one saved with its weights): a RecurrentClassifier
-    for ``input: bow`` (or a config from before input modes), else a SequenceClassifier."""
+    for ``input: bow`` (or a config from before input modes), else a SequenceClassifier.
+
+    Weights that cannot fit in the memory available are a one-line error naming the parameter
+    at fault (of ``models.<name>``), not an allocator's traceback or the kernel's OOM killer.
+    """
+    needed = 4 * weight_count(config)  # float32
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise _too_large(config, name, needed, f"the {available / 2**30:.1f} GiB of memory available")
+    try:
+        if config.get("input", "bow") == "sequence":
+            return SequenceClassifier.from_config(config)
+        return RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
+                                   hidden_size=config["hidden_size"], num_layers=config["num_layers"],
+                                   dropout=config["dropout"], bidirectional=config["bidirectional"])
+    except RuntimeError as exc:  # "can't allocate memory", "Storage size calculation overflowed"
+        if "allocate" not in str(exc) and "overflow" not in str(exc):
+            raise
+        raise _too_large(config, name, needed, "what the allocator could find") from None
+
+
+def weight_count(config):
+    """How many parameters :func:`build` makes for ``config``, without allocating any
+    (tests/test_faults.py checks it against the models themselves)."""
+    gates, hidden, layers = GATES[config["cell"]], config["hidden_size"], config["num_layers"]
+    directions = 2 if config["bidirectional"] else 1
+    width = hidden * directions
+    head = (width + 1) * config["num_classes"]
     if config.get("input", "bow") == "sequence":
-        return SequenceClassifier.from_config(config)
-    return RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
-                               hidden_size=config["hidden_size"], num_layers=config["num_layers"],
-                               dropout=config["dropout"], bidirectional=config["bidirectional"])
+        embedding = config["embedding_dim"]
+        per_direction = [gates * hidden * ((embedding if layer == 0 else width) + hidden + 2)
+                         for layer in range(layers)]
+        return (config["vocab_size"] + 1) * embedding + directions * sum(per_direction) + head
+    gate_width = gates * width
+    return (config["vocab_size"] * gate_width + (layers - 1) * gate_width * width
+            + 2 * layers * gate_width + head)
+
+
+def _available_memory():
+    """Bytes of memory a new allocation can get (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+# The keys that size the weights, with params.yaml's defaults; vocab_size is
+# vectorize.max_features (the vocabulary the features have).
+SIZE_DEFAULTS = {"hidden_size": 128, "embedding_dim": 128, "num_layers": 1, "vocab_size": 10000}
+
+
+def _too_large(config, name, needed, limit):
+    from stages.errors import PipelineError
+
+    # The key at fault: the one whose default shrinks the weights most.
+    smaller = {key: weight_count(dict(config, **{key: min(config[key], default)}))
+               for key, default in SIZE_DEFAULTS.items() if key in config}
+    key = min(smaller, key=smaller.get)
+    where = "vectorize.max_features" if key == "vocab_size" else f"models.{name or '<model>'}.{key}"
+    return PipelineError(f"params.yaml: {where} is {config[key]}: the model's weights would take "
+                         f"{needed / 2**30:,.1f} GiB, more than {limit}; lower it")
 
 
 # ---- sequence input: the text read word by word ----------------------------------------------

@@ -41,6 +41,13 @@ def number(low, high=None, *, low_open=False, high_open=False):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number, got {value!r}")
+        # YAML's .nan, .inf and -.inf (NaN compares false), and integers past a float's range.
+        try:
+            finite = abs(float(value)) < float("inf")
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValueError(f"must be a finite number, got {value}")
         too_low = value <= low if low_open else value < low
         too_high = high is not None and (value >= high if high_open else value > high)
         if too_low or too_high:

@@ -7,7 +7,7 @@ padded, so a long document costs its own length and nothing more.
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.files import atomic_path, require
+from stages.files import SEQUENCE_REPRO, atomic_path, reading
 
 
 class Ragged:
@@ -50,7 +50,7 @@ class Ragged:
         elif vocab_size is not None and len(self.values) and self.values.max() >= vocab_size:
             problem = f"token id {self.values.max()} outside the vocabulary of {vocab_size}"
         if problem:
-            raise PipelineError(f"{where}: {problem}; rerun `dvc repro` to rebuild it")
+            raise PipelineError(f"{where}: {problem}; rerun `{SEQUENCE_REPRO}` to rebuild it")
         return self
 
 
@@ -61,11 +61,7 @@ def save(path, ragged):
 
 
 def load(path):
-    try:
-        with np.load(require(path)) as npz:
-            ragged = Ragged(npz["values"], npz["offsets"])
-    except PipelineError:
-        raise
-    except Exception as exc:  # truncated file, missing key
-        raise PipelineError(f"{path} is not a ragged array ({exc}); rerun `dvc repro`") from None
+    """The Ragged saved at ``path``, checked; a broken file is a one-line error."""
+    with reading(path, "ragged array", SEQUENCE_REPRO), np.load(path) as npz:
+        ragged = Ragged(npz["values"], npz["offsets"])
     return ragged.check(path)

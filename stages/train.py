@@ -121,7 +121,7 @@ def train(name, p, model_p, group):
         features.check(f"train sequences of {name}", vocab_size=meta["n_features"])
     architecture = {k: v for k, v in model_p.items() if k not in params.TRAINING_OVERRIDES}
     config = dict(architecture, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
-    model = build(config).to(device)
+    model = build(config, name).to(device)
     if model_p["input"] == "sequence" and device.type == "cpu":
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
         # which the CPU computes several times more slowly.  Flushing them to zero avoids that.

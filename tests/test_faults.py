@@ -23,8 +23,8 @@ import pytest
 import torch
 from conftest import ROOT, Project, tiny_documents, write_archive
 
-from stages import devices, evaluate, fetch, split, train, vectorize
-from stages.errors import run_stage
+from stages import baseline, devices, evaluate, fetch, model, ragged, sequences, split, train, vectorize
+from stages.errors import PipelineError, run_stage
 
 FIRST_DOC = "20news-bydate-train/comp.graphics/10001"
 
@@ -344,6 +344,9 @@ BAD_PARAMS = [
     ("fetch.categories", ["sci.spaec"], ["fetch.categories has unknown newsgroup 'sci.spaec'",
                                          "did you mean sci.space"]),
     ("train.device", "gpu", ["train.device must be auto, cpu, cuda, cuda:<index> or mps"]),
+    ("train.lr", float("nan"), ["train.lr must be a finite number, got nan"]),  # YAML's .nan
+    ("train.weight_decay", float("inf"), ["train.weight_decay must be a finite number, got inf"]),
+    ("models.gru.dropout", float("-inf"), ["models.gru.dropout must be a finite number, got -inf"]),
 ]
 
 
@@ -481,6 +484,109 @@ def test_unwritable_output_is_a_clear_error_with_no_partial_file(fault, ready):
     assert outputs(ready) == before
 
 
+# ---- broken artifacts -------------------------------------------------------------------------
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def garbage(path):
+    path.write_bytes(b"not what the pipeline wrote\n" * 40)
+
+
+def weights_file(path):
+    train.save_weights(path, {"config": {"cell": "lstm"}, "state_dict": {"w": torch.zeros(64, 64)}})
+
+
+def sequences_file(path):
+    ragged.save(path, ragged.Ragged.from_rows([[1, 2, 3]] * 50))
+
+
+# file → (how to make it where the vectorized project has none, the stage that reads it, the
+# kind of file the error names, the pipeline that rebuilds it)
+ARTIFACTS = {
+    "data/corpus.parquet": (None, (split.main,), "Parquet table", "dvc repro"),
+    "data/split/train.parquet": (None, (vectorize.main,), "Parquet table", "dvc repro"),
+    "data/features/train.npz": (None, (baseline.main,), "sparse feature matrix", "dvc repro"),
+    "data/features/labels.npz": (None, (baseline.main,), "labels array", "dvc repro"),
+    "data/features/meta.json": (None, (train.main, "lstm"), "JSON file", "dvc repro"),
+    "data/features/vectorizer.joblib": (None, (sequences.main,), "fitted vectorizer", "dvc repro"),
+    "data/sequences/train.npz": (sequences_file, (train.main, "gru_seq"), "ragged array",
+                                 "dvc repro sequence/dvc.yaml"),
+    "data/models/lstm.pt": (weights_file, (evaluate.main, "lstm"), "checkpoint", "dvc repro"),
+}
+
+
+@pytest.mark.parametrize("damage", [truncate, garbage], ids=["truncated", "garbage"])
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_broken_artifact_names_the_file_and_the_fix(name, damage, ready, monkeypatch, capsys):
+    make, (main, *argv), kind, rebuild = ARTIFACTS[name]
+    path = ready.path / name
+    if make:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(path)
+    damage(path)
+    before = tree(ready.path / "data"), outputs(ready)
+    monkeypatch.chdir(ready.path)
+    refused(in_process(capsys, main, *argv), f"{name} is not a readable {kind} (",
+            f"`dvc checkout --force {name}`", f"`dvc pull --force {name}`",
+            f"rebuild it with `{rebuild}`")
+    assert (tree(ready.path / "data"), outputs(ready)) == before
+
+
+def test_the_fix_a_broken_artifact_names_restores_it(ready, monkeypatch, capsys):
+    path = ready.path / "data/features/train.npz"
+    good = path.read_bytes()
+    truncate(path)
+    monkeypatch.chdir(ready.path)
+    refused(in_process(capsys, baseline.main), "dvc checkout --force data/features/train.npz")
+    ready.dvc("checkout", "--force", "data/features/train.npz")
+    assert path.read_bytes() == good
+
+
+def test_a_checkpoint_for_other_code_is_a_broken_artifact(ready, monkeypatch, capsys):
+    weights_file(ready.path / "data/models/lstm.pt")  # loads, but is no model of this code
+    monkeypatch.chdir(ready.path)
+    refused(in_process(capsys, evaluate.main, "lstm"),
+            "data/models/lstm.pt is not a readable checkpoint of this pipeline's models",
+            "`dvc checkout --force data/models/lstm.pt`")
+
+
+@pytest.mark.parametrize("memory_known", [True, False], ids=["checked first", "allocator refuses"])
+def test_model_too_large_to_allocate_names_the_parameter(memory_known, ready, monkeypatch, capsys):
+    ready.edit_params("models.gru.hidden_size", 100_000_000)  # weights of about 11,000 GiB
+    if not memory_known:  # as where /proc/meminfo is missing: the allocation itself fails
+        monkeypatch.setattr(model, "_available_memory", lambda: None)
+    before = outputs(ready)
+    monkeypatch.chdir(ready.path)
+    refused(in_process(capsys, train.main, "gru"),
+            "params.yaml: models.gru.hidden_size is 100000000", "GiB", "lower it")
+    assert outputs(ready) == before
+
+
+@pytest.mark.parametrize("key, value, blamed", [
+    ("hidden_size", 10**6, "models.m.hidden_size"), ("num_layers", 10**6, "models.m.num_layers"),
+    ("embedding_dim", 10**9, "models.m.embedding_dim"), ("vocab_size", 10**10, "vectorize.max_features"),
+])
+def test_the_parameter_blamed_is_the_one_that_makes_the_model_large(key, value, blamed):
+    config = dict(cell="lstm", vocab_size=10000, num_classes=20, hidden_size=128, num_layers=1,
+                  dropout=0.0, bidirectional=True, input="sequence", embedding_dim=128,
+                  pooling="max", max_length=10)
+    with pytest.raises(PipelineError, match=f"{blamed} is {value}:"):
+        model.build(dict(config, **{key: value}), "m")
+
+
+@pytest.mark.parametrize("input_mode", ["bow", "sequence"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_count_is_the_models_own(input_mode, cell):
+    for layers, bidirectional in ((1, False), (3, True)):
+        config = dict(cell=cell, vocab_size=50, num_classes=4, hidden_size=7, num_layers=layers,
+                      dropout=0.0, bidirectional=bidirectional, input=input_mode,
+                      embedding_dim=5, pooling="max", max_length=10)
+        built = model.build(config)
+        assert model.weight_count(config) == sum(p.numel() for p in built.parameters())
+
+
 class RunsCode:
     """Unpickling this runs a shell command: what a hostile .pt file would do."""
 
@@ -511,12 +617,12 @@ def test_loading_weights_never_runs_code_from_the_file(form, project, tmp_path):
 
 
 def test_no_stage_unpickles_what_it_reads():
-    """Only the pipeline's own vectorizer is unpickled (by sequences and predict; the README
-    says so); every torch.load is weights_only."""
+    """Only the pipeline's own vectorizer and baseline are unpickled (by sequences and predict;
+    the README says so); every torch.load is weights_only."""
     for source in (ROOT / "stages").glob("*.py"):
         code = source.read_text()
         assert "pickle.load" not in code, source
         for call in re.findall(r"joblib\.load\([^)]*\)+", code):
-            assert "VECTORIZER" in call, (source, call)
+            assert call in ("joblib.load(VECTORIZER)", "joblib.load(BASELINE_MODEL)"), (source, call)
         for call in re.findall(r"torch\.load\([^)]*\)", code):
             assert "weights_only=True" in call, (source, call)

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ def trained(tmp_path_factory, tiny_archive):
     # A few dozen tiny messages need more than the 2 epochs the real corpus gets.
     project.edit_params("models.gru_seq.epochs", 10)
     project.commit("gru_seq: 10 epochs")
-    project.dvc("repro", "evaluate@lstm", "sequence/dvc.yaml:evaluate@gru_seq")
+    project.dvc("repro", "evaluate@lstm", "baseline", "sequence/dvc.yaml:evaluate@gru_seq")
     (project.path / "space.txt").write_text(f"Subject: a question\n\n{SPACE}\n")
     (project.path / "hockey.txt").write_text(" ".join(TOPICS["rec.sport.hockey"].split() * 3))
     return project
@@ -52,6 +53,32 @@ def test_predict_names_the_newsgroup_of_a_clear_message(trained, model):
         assert 0 < sum(probabilities) <= 1 + 1e-6
 
 
+def test_predict_baseline_gives_decision_scores_labelled_as_such(trained):
+    result = predict(trained, "--model", "baseline", "--json", "space.txt", "hockey.txt")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["predictions"][0]["newsgroup"] for line in lines] == ["sci.space", "rec.sport.hockey"]
+    for line in lines:
+        assert all(set(p) == {"newsgroup", "score"} for p in line["predictions"])  # no "probability"
+        scores = [p["score"] for p in line["predictions"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True) and scores[0] > 0
+    plain = predict(trained, "--model", "baseline", "space.txt").stdout.splitlines()
+    assert plain[0] == "space.txt  (decision scores of the linear SVM, not probabilities)"
+    assert plain[1].split()[1] == "sci.space" and float(plain[1].split()[0]) > 0
+
+
+def test_each_input_is_reported_on_its_own(trained):
+    (trained.path / "binary").write_bytes(Path(sys.executable).read_bytes()[:4096])
+    result = predict(trained, "--model", "lstm", "--json", "space.txt", "missing.txt", "binary",
+                     "hockey.txt", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "error: cannot read missing.txt: No such file or directory",
+        "error: binary is not text (it contains NUL bytes); give a plain-text message"]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["input"] for line in lines] == ["space.txt", "hockey.txt"]
+    assert [line["predictions"][0]["newsgroup"] for line in lines] == ["sci.space", "rec.sport.hockey"]
+
+
 def test_predict_reads_stdin_and_prints_plain_text(trained):
     result = predict(trained, "--model", "lstm", "--top-k", "2", stdin=SPACE)
     lines = result.stdout.splitlines()
@@ -61,22 +88,55 @@ def test_predict_reads_stdin_and_prints_plain_text(trained):
     assert len(json.loads(dash.stdout)["predictions"]) == len(TOPICS)  # k capped at the classes
 
 
+CONTROL_HEAVY = bytes(range(1, 9)) * 20 + b"orbit rocket shuttle\n"
+
+
 @pytest.mark.parametrize("args,stdin,message", [
-    (["--model", "nope", "space.txt"], None, "unknown model 'nope'; known models: rnn, lstm"),
+    (["--model", "nope", "space.txt"], "", "unknown model 'nope'; known models: rnn, lstm"),
     (["--model", "lstm"], "  \n\n", "<stdin> is empty"),
-    (["--model", "lstm", "missing.txt"], None, "cannot read missing.txt"),
-    (["--model", "lstm", "--top-k", "0"], None, "must be a positive integer"),
+    (["--model", "lstm", "missing.txt"], "", "cannot read missing.txt"),
+    (["--model", "lstm", "-"], "orbit\0rocket", "<stdin> is not text (it contains NUL bytes)"),
+    (["--model", "baseline", "-"], CONTROL_HEAVY.decode("latin-1"),
+     "<stdin> is not text (88% of its bytes are control characters)"),
 ])
 def test_predict_errors_are_one_line(trained, args, stdin, message):
-    result = predict(trained, *args, stdin=stdin or "", check=False)
-    assert result.returncode == 2 and message in result.stderr
+    result = predict(trained, *args, stdin=stdin, check=False)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0] and result.stdout == ""
+
+
+def test_usage_errors_and_help_come_before_any_heavy_import(trained):
+    result = predict(trained, "--model", "lstm", "--top-k", "0", check=False)
+    assert result.returncode == 2 and "must be a positive integer" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+    for args in (["--help"], ["--model", "lstm", "--top-k", "0"], ["--model", "nope"]):
+        imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "stages.predict", *args],
+                                 cwd=trained.path, env=trained.env, capture_output=True, text=True)
+        imported = {line.split("|")[-1].strip() for line in imports.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert imported & {"numpy", "torch", "sklearn", "scipy", "pyarrow"} == set(), args
 
 
-def test_predict_without_artifacts_says_how_to_get_them(project):
-    result = predict(project, "--model", "lstm", stdin=SPACE, check=False)
-    assert result.returncode == 2
-    assert "missing" in result.stderr and "dvc repro" in result.stderr and "dvc pull" in result.stderr
+def test_a_broken_artifact_is_one_line_and_names_its_fix(trained):
+    path = trained.path / "data/models/baseline.joblib"
+    good = path.read_bytes()
+    try:
+        path.write_bytes(good[:len(good) // 2])
+        result = predict(trained, "--model", "baseline", "space.txt", check=False)
+    finally:
+        path.write_bytes(good)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: data/models/baseline.joblib is not a readable")
+    assert "`dvc checkout --force data/models/baseline.joblib`" in result.stderr
+
+
+@pytest.mark.parametrize("model,rebuild", [("lstm", "dvc repro"), ("baseline", "dvc repro"),
+                                           ("gru_seq", "dvc repro sequence/dvc.yaml")])
+def test_predict_without_artifacts_names_the_pipeline_that_makes_them(project, model, rebuild):
+    result = predict(project, "--model", model, stdin=SPACE, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "missing: run `" + rebuild + "` (or `dvc pull`)" in result.stderr
 
 
 def test_predict_on_a_fresh_clone_after_dvc_pull(trained, tmp_path):
