@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages.errors import PipelineError, run_stage
 
-# dvc.yaml's training-curve plots, drawn side by side in this order.
+# dvc.yaml's training-curve plots, drawn in this order, top to bottom.
 PLOTS = ("loss per epoch", "accuracy per epoch")
 DEFAULT_OUTPUT = Path("docs/training-curves.png")
 
@@ -36,14 +36,15 @@ def dvc_specs(revisions):
 
 
 def combined(specs):
-    """The training-curve charts side by side, as one Vega-Lite spec."""
+    """The training-curve charts one above the other (each with a panel per revision), as one
+    Vega-Lite spec."""
     missing = [name for name in PLOTS if name not in specs]
     if missing:
         raise PipelineError(f"no data for the plot(s) {', '.join(missing)}: run `dvc repro` "
                             "first (the training logs are metrics/train/<model>.csv)")
     charts = [{key: value for key, value in specs[name].items() if key != "$schema"}
               for name in PLOTS]
-    return {"$schema": specs[PLOTS[0]]["$schema"], "hconcat": charts,
+    return {"$schema": specs[PLOTS[0]]["$schema"], "vconcat": charts,
             "resolve": {"scale": {"color": "shared", "strokeDash": "shared", "shape": "shared"}},
             "config": {"background": "white"}}
 
