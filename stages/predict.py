@@ -99,9 +99,10 @@ def classify(model_name, settings, texts):
 
     from stages.files import REPRO, SEQUENCE_REPRO, load_baseline, load_meta, load_vectorizer
 
-    classes = load_meta()["classes"]
+    # The model first: its artifact's error names the pipeline that makes it (and the rest).
     if model_name == BASELINE:
         classifier = load_baseline()
+        classes = load_meta()["classes"]
         matrix = load_vectorizer().transform(texts).astype(np.float32)
         decision = classifier.decision_function(matrix)
         if decision.ndim == 1:  # two classes: one signed distance, positive for classes_[1]
@@ -117,6 +118,7 @@ def classify(model_name, settings, texts):
 
     sequence = settings[model_name]["input"] == "sequence"
     model = load_model(model_name, SEQUENCE_REPRO if sequence else REPRO)
+    classes = load_meta()["classes"]
     vectorizer = load_vectorizer()
     if input_mode(model) == "sequence":
         from stages.sequences import encode
