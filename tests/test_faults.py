@@ -408,7 +408,7 @@ def test_non_finite_loss_stops_training_at_its_epoch_and_batch(cause, ready, mon
     before = outputs(ready)
     monkeypatch.chdir(ready.path)
     error = refused(in_process(capsys, train.main, "lstm"), "train lstm: loss became nan",
-                    "lower train.lr or check data/features/train.npz")
+                    "lower the learning rate (train.lr or models.lstm.lr) or check data/features/train.npz")
     assert re.search(r"at epoch 1, batch \d+;", error)
     assert outputs(ready) == before
 
