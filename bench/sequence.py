@@ -9,9 +9,12 @@ words → linear.  The plain loop is the tutorial's: a Dataset of tensors, DataL
 True, batch_size=64) padding each batch to its longest row, Adam(1e-3).  Ours is the train
 stage's own loop (stages.train.train) with lstm_seq's training settings from params.yaml
 (batch size, learning rate, clipping, schedule, length-bucketed batches).  They alternate, so
-both share the machine's noise; the table gives each epoch's seconds and the ratio of medians.
+both share the machine's noise, each epoch in a fresh process; the table gives each epoch's
+seconds and the ratio of medians.
 """
 import argparse
+import concurrent.futures
+import multiprocessing
 import statistics
 import sys
 import time
@@ -84,6 +87,14 @@ def our_epochs(epochs):
     return seconds
 
 
+def in_own_process(function, *args):
+    """``function(*args)`` in a fresh Python process: the train stage tunes the process's
+    allocator (devices.keep_freed_memory), which the tutorial loop must not inherit."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each loop (default 1)")
@@ -91,9 +102,9 @@ def main():
     args = parser.parse_args()
     plain, ours = [], []
     for epoch in range(args.epochs):  # alternate, so that both see the same noise
-        plain += plain_epochs(1, seed=epoch)
+        plain += in_own_process(plain_epochs, 1, epoch)
         print(f"bench.sequence: plain loop epoch {epoch + 1}: {plain[-1]:.1f} s", file=sys.stderr)
-        ours += our_epochs(1)
+        ours += in_own_process(our_epochs, 1)
     p, o = statistics.median(plain), statistics.median(ours)
     batch = params.training_params("lstm_seq")["batch_size"]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epoch(s) each",
