@@ -36,12 +36,14 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 def keep_freed_memory():
     """Have glibc keep freed memory for reuse instead of handing it back to the kernel.
 
-    oneDNN's CPU LSTM allocates its workspace anew on every call, tens of MB at a time.  By
+    Training allocates the same large blocks at every batch: oneDNN's LSTM its workspace, the
+    bag-of-words models their sparse input gradient (50 MB a batch over 491k bigram terms).  By
     default glibc serves such blocks with mmap and unmaps them on free, so the next batch
-    page-faults the same memory back in, zeroed: ~40,000 page faults a batch for lstm_seq, a
-    third of its time spent in the kernel.  Serving them from the heap and not trimming it
-    makes an lstm_seq batch ~1.4x faster (README, "Durations").  PyTorch's performance guide
-    suggests preloading jemalloc or tcmalloc for the same reason; this needs no preload.
+    page-faults the same memory back in, zeroed: ~35,000 page faults a batch for lstm_seq, a
+    third of its time spent in the kernel.  Serving them from the heap and not trimming it made
+    an lstm_seq epoch 1.4x and a 491k-term GRU epoch 2x faster, with the same numbers (README,
+    "Durations").  PyTorch's performance guide suggests preloading jemalloc or tcmalloc for
+    the same reason; this needs no preload.
     Returns whether the settings took (False off glibc, e.g. on macOS, where nothing changes)."""
     import ctypes
     import ctypes.util

@@ -126,6 +126,7 @@ def train(name, p, model_p, group):
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,
         # which the CPU computes several times more slowly.  Flushing them to zero avoids that.
         torch.set_flush_denormal(True)
+    if device.type == "cpu":
         devices.keep_freed_memory()
     optimizer = make_optimizer(model, p, group)
     train_rows, validation_rows = validation_split(len(labels), p["validation_fraction"], p["seed"])
