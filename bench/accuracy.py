@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Each setting: the split and the text the models see.
@@ -75,10 +77,21 @@ ANCHORS = [("BertGCN", 89.3), ("TensorGCN", 87.7), ("TextGCN", 86.3), ("BERT", 8
            ("WideMLP on tf-idf (Galke & Scherp 2022)", 84.2), ("fastText", 79.4), ("LSTM", 75.4)]
 
 
+def in_params_file(key):
+    """Whether params.yaml spells out ``key`` (dotted); train.* keys may be left to defaults."""
+    section = YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for part in key.split("."):
+        if not isinstance(section, dict) or part not in section:
+            return False
+        section = section[part]
+    return True
+
+
 def command(setting, entry):
-    """The shell command that reproduces a row in a fresh clone (leaving metrics/<model>.json)."""
+    """The shell command that reproduces a row in a fresh clone (leaving metrics/<model>.json).
+    A key that params.yaml leaves to its default is added with DVC's ``+key=value``."""
     _, overrides, target = ENTRIES[entry]
-    flags = [f"-S {shlex.quote(f'{key}={value}')}"
+    flags = [f"-S {shlex.quote(('' if in_params_file(key) else '+') + f'{key}={value}')}"
              for key, value in {**SETTINGS[setting], **overrides}.items()]
     return " ".join(["dvc exp run", f"-n {setting}-{entry}", *flags, shlex.quote(target)])
 

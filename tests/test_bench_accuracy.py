@@ -41,6 +41,13 @@ def overrides(command):
     return {key: YAML(typ="safe", pure=True).load(value) for key, value in pairs}
 
 
+def test_a_key_params_yaml_leaves_to_its_default_is_added_not_overridden():
+    # DVC refuses `-S train.optimizer=…` when params.yaml has no train.optimizer: it must be `+`.
+    command = accuracy.command("seed", "bigram-gru")
+    assert " -S +train.optimizer=lazy_adam " in command
+    assert " -S train.lr=0.002 " in command and " -S models.gru.hidden_size=256 " in command
+
+
 @pytest.mark.parametrize("setting", accuracy.SETTINGS)
 @pytest.mark.parametrize("entry", accuracy.ENTRIES)
 def test_every_command_sets_valid_parameters_and_targets_its_model(setting, entry):
@@ -51,11 +58,12 @@ def test_every_command_sets_valid_parameters_and_targets_its_model(setting, entr
     with open(PARAMS_FILE, encoding="utf-8") as f:
         params = YAML(typ="safe", pure=True).load(f)
     for key, value in overrides(command).items():
-        *path, last = key.split(".")
+        added = key.startswith("+")
+        *path, last = key.lstrip("+").split(".")
         section = params
         for part in path:
             section = section[part]
-        assert last in section or path[0] == "train", key  # train keys may be unset defaults
+        assert (last in section) != added, key  # `+` exactly for keys params.yaml leaves out
         section[last] = value
     checked = validate(params)
     assert checked["split"]["strategy"] == ("random" if setting == "seed" else "bydate")
