@@ -35,6 +35,10 @@ class CsrBatches:
     def __iter__(self):
         return self.iterate(np.arange(self.matrix.shape[0]))
 
+    def epoch_plan(self, order, generator):
+        """A training epoch's batches: consecutive slices of the shuffled ``order``."""
+        return order
+
     def iterate(self, order):
         # One scipy gather puts the epoch's rows in order; each batch is then a contiguous
         # slice of it, several times cheaper than indexing the matrix once per batch.
@@ -55,7 +59,7 @@ class SequenceBatches:
     ``pad_index`` only to its own longest row (on ``device``), ``lengths`` the true lengths
     (on the CPU, as ``pack_padded_sequence`` wants).  An empty row becomes one ``pad_index``
     token, so that every sequence has a step.  Same iteration API as CsrBatches, plus length
-    bucketing for training (:meth:`bucketed`).
+    bucketing for training (:meth:`epoch_plan`).
     """
 
     # Rows sorted by length within windows of this many batches: padding then costs ~3 % of
@@ -75,8 +79,9 @@ class SequenceBatches:
     def __iter__(self):
         return self.iterate(np.arange(len(self.sequences)))
 
-    def bucketed(self, order, generator):
-        """``order`` cut into batches of similar lengths, in a random order of batches.
+    def epoch_plan(self, order, generator):
+        """A training epoch's batches: ``order`` cut into batches of similar lengths, in a
+        random order of batches.
 
         Each window of ``BUCKET_WINDOW`` batches of ``order`` is sorted by length (stable) and
         cut into batches; ``generator`` (a seeded ``torch.Generator``) shuffles the batches.
@@ -151,9 +156,11 @@ def predict_logits(model, features, device=torch.device("cpu")):
     count = len(features) if input_mode(model) == "sequence" else features.shape[0]
     batches = make_batches(model, features, torch.zeros(count, dtype=torch.long),
                            EVAL_BATCH[input_mode(model)], device)
-    order = np.arange(count)
-    if input_mode(model) == "sequence":
+    if input_mode(model) == "bow":
+        logits = torch.cat([model(*inputs) for inputs, _ in batches])
+    else:
         order = np.argsort(batches.lengths, kind="stable")
-    logits = torch.cat([model(*inputs) for inputs, _ in batches.iterate(order)])
+        logits = torch.cat([model(*inputs) for inputs, _ in batches.iterate(order)])
+        logits = logits[torch.from_numpy(np.argsort(order))]
     model.train(training)
-    return logits[torch.from_numpy(np.argsort(order))]
+    return logits

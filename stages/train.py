@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from stages import devices, distributed, params, steps
-from stages.batches import SequenceBatches, load_inputs, make_batches, predict_logits
+from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
 from stages.files import load_meta, save_weights, write_csv, write_json
 from stages.model import RecurrentClassifier, build
@@ -101,12 +101,11 @@ class EarlyStopping:
 
 def epoch_batches(batches, generator, group):
     """This process's batches for one epoch.  The order is a fresh ``torch.randperm`` (as
-    DataLoader(shuffle=True)), of which each process takes every world_size-th document; token
-    sequences are then length-bucketed (batches.SequenceBatches.bucketed), CSR rows batched
-    in that order."""
+    DataLoader(shuffle=True)), of which each process takes every world_size-th document;
+    the batches then cut it as they cut an epoch (token sequences length-bucketed, CSR rows
+    in that order: ``epoch_plan`` in stages/batches.py)."""
     order = torch.randperm(len(batches.labels), generator=generator).numpy()
-    order = order[group.rank::group.world_size]
-    return batches.bucketed(order, generator) if isinstance(batches, SequenceBatches) else order
+    return batches.epoch_plan(order[group.rank::group.world_size], generator)
 
 
 def train(name, p, model_p, group):

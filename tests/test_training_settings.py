@@ -98,7 +98,7 @@ def bucketed_batches(seed, count=1000, batch_size=16):
                               torch.device("cpu"), max_length=200, pad_index=50)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(count, generator=generator).numpy()
-    return batches, batches.bucketed(order, generator)
+    return batches, batches.epoch_plan(order, generator)
 
 
 def test_bucketing_yields_every_row_once_in_batches_of_similar_length():
