@@ -9,7 +9,7 @@ from bench import accuracy
 from stages.params import PARAMS_FILE, validate
 
 KEYS = ["setting", "config", "model", "accuracy", "macro_f1", "features", "epochs",
-        "train_seconds", "epoch_seconds", "peak_rss_mb", "command"]
+        "train_seconds", "epoch_seconds", "peak_rss_mb", "command", "commit"]
 
 
 def test_a_trained_models_row():
@@ -17,21 +17,22 @@ def test_a_trained_models_row():
                             {"accuracy": 0.868, "macro_f1": 0.861, "test_loss": 0.5},
                             {"classes": ["a", "b"], "n_features": 491197},
                             {"epoch_seconds": [14.0, 11.0, 12.5, 30.0], "train_seconds": 67.5,
-                             "peak_rss_mb": 6100}, 4)
+                             "peak_rss_mb": 6100}, 4, "abc1234")
     assert list(row) == KEYS
     assert row == {"setting": "bydate", "config": "full-gru", "model": "gru", "accuracy": 0.868,
                    "macro_f1": 0.861, "features": 491197, "epochs": 4, "train_seconds": 67.5,
-                   "epoch_seconds": 13.25, "peak_rss_mb": 6100, "command": "dvc exp run …"}
+                   "epoch_seconds": 13.25, "peak_rss_mb": 6100, "command": "dvc exp run …",
+                   "commit": "abc1234"}
     json.dumps(row)
 
 
 def test_the_baselines_row_has_no_epochs():
     row = accuracy.make_row("seed", "baseline", "baseline", "c", {"accuracy": 0.9, "macro_f1": 0.8},
-                            {"n_features": 10000}, None, None)
+                            {"n_features": 10000}, None, None, "abc1234")
     assert list(row) == KEYS
     assert [row[k] for k in ("epochs", "train_seconds", "epoch_seconds", "peak_rss_mb")] == [None] * 4
-    assert "| seed | baseline | baseline | 10,000 | 0.9000 | 0.8000 | – | – | – | – |" in \
-        accuracy.markdown([row], "abc1234")
+    assert "| seed | baseline | baseline | 10,000 | 0.9000 | 0.8000 | – | – | – | – | abc1234 |" in \
+        accuracy.markdown([row])
 
 
 def overrides(command):
@@ -72,7 +73,8 @@ def test_every_command_sets_valid_parameters_and_targets_its_model(setting, entr
 
 def test_dry_run_lists_the_grid_and_marks_rows_already_measured(tmp_path, capsys):
     done = accuracy.make_row("seed", "gru", "gru", accuracy.command("seed", "gru"),
-                             {"accuracy": 0.9, "macro_f1": 0.9}, {"n_features": 10}, None, 10)
+                             {"accuracy": 0.9, "macro_f1": 0.9}, {"n_features": 10}, None, 10,
+                             "abc1234")
     (tmp_path / "accuracy.json").write_text(json.dumps([done]))
     accuracy.main(["--dry-run", "--settings", "seed,bydate", "--models", "gru,baseline",
                    "--output", str(tmp_path)])
@@ -81,3 +83,12 @@ def test_dry_run_lists_the_grid_and_marks_rows_already_measured(tmp_path, capsys
                      accuracy.command("bydate", "gru"), accuracy.command("bydate", "baseline")]
     with pytest.raises(SystemExit, match="unknown model grue"):
         accuracy.main(["--dry-run", "--models", "grue", "--output", str(tmp_path)])
+
+
+def test_a_rerun_row_takes_the_place_of_the_old_one():
+    def row(setting, config, accuracy):
+        return {"setting": setting, "config": config, "accuracy": accuracy}
+
+    rows = [row("seed", "gru", 0.9), row("seed", "lstm", 0.8)]
+    assert accuracy.put_row(rows, row("seed", "gru", 0.7)) == [row("seed", "gru", 0.7), rows[1]]
+    assert accuracy.put_row(rows, row("bydate", "gru", 0.6)) == rows + [row("bydate", "gru", 0.6)]
