@@ -45,13 +45,34 @@ def keep_freed_memory():
     "Durations").  PyTorch's performance guide suggests preloading jemalloc or tcmalloc for
     the same reason; this needs no preload.
     Returns whether the settings took (False off glibc, e.g. on macOS, where nothing changes)."""
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and all(mallopt(option, value) == 1 for option, value in
+                                       ((M_MMAP_THRESHOLD, 2**30), (M_TRIM_THRESHOLD, 2**30)))
+
+
+def release_freed_memory():
+    """Hand the heap's free pages back to the kernel (glibc's malloc_trim), once an epoch.
+
+    What :func:`keep_freed_memory` keeps fragments: batches of varying lengths leave holes that
+    later blocks do not quite fit, so the heap grows by a few per cent an epoch (an lstm_seq
+    over 150 words reached 2.0 GB of RSS in 10 epochs, 1.2 GB after the first).  Trimming after
+    each epoch bounds the process to about one epoch's growth, for a few thousand page faults
+    at the next epoch's start.  Returns whether anything could be done (False off glibc)."""
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is None:
+        return False
+    malloc_trim(0)
+    return True
+
+
+def _glibc(function):
+    """A function of the C library when it is glibc's (it has mallopt), else None."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
+        libc.mallopt  # glibc's: musl and macOS lack mallopt or malloc_trim
+        return getattr(libc, function)
     except (OSError, AttributeError, TypeError):
-        return False
-    return all(mallopt(option, value) == 1 for option, value in
-               ((M_MMAP_THRESHOLD, 2**30), (M_TRIM_THRESHOLD, 2**30)))
+        return None

@@ -172,6 +172,8 @@ def train(name, p, model_p, group):
             correct += (logits.argmax(1) == targets).sum()
             progress.update()
         progress.close()
+        if device.type == "cpu":
+            devices.release_freed_memory()
         epoch_loss = distributed.total(torch.tensor(loss_sum, device=device), group).item()
         epoch_correct = distributed.total(correct, group).item()
         seconds = time.perf_counter() - started

@@ -182,3 +182,49 @@ def test_cpu_training_keeps_freed_memory_instead_of_faulting_it_back_in():
     # faults in one run of twenty here): a quarter of the default's is a safe bound.
     default, kept = faults("default"), faults("keep")
     assert default > 10_000 and kept < default / 4
+
+
+RSS_AFTER_FREEING = """
+import sys
+import torch
+from stages import devices
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+assert devices.keep_freed_memory()
+# Freed blocks with live ones between them: holes that trimming the heap's top cannot return.
+blocks = [(torch.ones(2**18), torch.ones(16)) for _ in range(400)]  # 400 x 1 MB
+kept = [small for _, small in blocks]
+del blocks
+before = rss_mb()
+if sys.argv[1] == "release":
+    assert devices.release_freed_memory()
+print(before - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_releasing_freed_memory_returns_the_heaps_holes_to_the_kernel():
+    def returned_mb(mode):
+        done = subprocess.run([sys.executable, "-c", RSS_AFTER_FREEING, mode], check=True,
+                              capture_output=True, text=True, cwd=ROOT)
+        return float(done.stdout)
+
+    assert returned_mb("keep") < 50 and returned_mb("release") > 300
+
+
+def test_cpu_training_releases_freed_memory_after_every_epoch(monkeypatch):
+    from stages import distributed, train
+
+    rng = np.random.default_rng(0)
+    sequences = Ragged.from_rows([rng.integers(0, 30, size=rng.integers(1, 20)) for _ in range(40)])
+    monkeypatch.setattr(train, "load_inputs", lambda mode, subset: (sequences, np.arange(40) % 2))
+    monkeypatch.setattr(train, "load_meta", lambda: {"n_features": 30, "classes": ["a", "b"]})
+    calls = []
+    monkeypatch.setattr("stages.devices.release_freed_memory", lambda: calls.append(1))
+    settings = dict(params.training_params("gru_seq"), epochs=3, batch_size=8, device="cpu",
+                    validation_fraction=0.0)
+    model = dict(params.model_params("gru_seq"), embedding_dim=4, hidden_size=4, max_length=10)
+    *_, seconds = train.train("gru_seq", settings, model,
+                              distributed.Group(device=torch.device("cpu")))
+    assert len(seconds) == len(calls) == 3
