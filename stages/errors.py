@@ -23,7 +23,14 @@ def run_stage(main, argv=None):
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, SystemError) as exc:
+        # A signal that lands while numba's compiled code runs surfaces as a SystemError
+        # ("returned a result with an exception set") whose context is the KeyboardInterrupt.
+        if isinstance(exc, SystemError):
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, KeyboardInterrupt):
+                raise
+            exc = cause
         signame = exc.args[0] if exc.args else "SIGINT"
         print(f"interrupted by {signame}: the output being written was discarded; run "
               "`dvc repro` to start again", file=sys.stderr)

@@ -413,6 +413,25 @@ def test_non_finite_loss_stops_training_at_its_epoch_and_batch(cause, ready, mon
     assert outputs(ready) == before
 
 
+def test_an_interrupt_inside_compiled_code_is_still_an_interrupt(capsys):
+    # Ctrl-C while numba's kernel runs reaches Python as a SystemError caused by the
+    # KeyboardInterrupt; it must end like any interrupt (130), while other SystemErrors propagate.
+    def interrupted_in_a_kernel(argv):
+        try:
+            raise KeyboardInterrupt("SIGINT")
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher returned a result with an exception set") from exc
+
+    done = in_process(capsys, interrupted_in_a_kernel)
+    assert done.returncode == 130 and done.stderr.startswith("interrupted by SIGINT")
+
+    def broken(argv):
+        raise SystemError("something else")
+
+    with pytest.raises(SystemError, match="something else"):
+        in_process(capsys, broken)
+
+
 def test_training_killed_part_way_leaves_nothing_complete_and_repro_recovers(ready):
     ready.edit_params("train.epochs", 100_000)
     before = outputs(ready)
