@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import COMMON, TOPICS, Project
 
+from stages import params
+
 SPACE = " ".join(TOPICS["sci.space"].split() * 3 + COMMON[:5])
 
 
@@ -35,7 +37,10 @@ def test_sequence_models_train_and_score_beside_the_others(trained):
     scores = json.loads((trained.path / "metrics/gru_seq.json").read_text())
     assert scores["accuracy"] >= 1 / len(TOPICS) + 0.5
     checkpoint = torch.load(trained.path / "data/models/gru_seq.pt", weights_only=True)
-    assert checkpoint["config"]["input"] == "sequence" and checkpoint["config"]["bidirectional"]
+    model = params.model_params("gru_seq", trained.path / "params.yaml")
+    assert checkpoint["config"]["input"] == "sequence"
+    assert {k: checkpoint["config"][k] for k in ("cell", "bidirectional", "max_length")} == \
+        {"cell": "gru", "bidirectional": model["bidirectional"], "max_length": model["max_length"]}
     shown = trained.dvc("metrics", "show").stdout
     assert "gru_seq" in shown and "lstm" in shown
 
