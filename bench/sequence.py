@@ -8,9 +8,9 @@ have the same architecture: embedding 128 → one nn.LSTM layer of 128 → max p
 words → linear, with no dropout (the plain loop has none; lstm_seq's 0.2 is a model parameter,
 not a training setting; drawing its masks takes about a sixth of an epoch).  The plain loop
 is the tutorial's: a Dataset of tensors, DataLoader(shuffle=True, batch_size=64) padding each
-batch to its longest row, Adam(1e-3).  Ours is the train
-stage's own loop (stages.train.train) with lstm_seq's training settings from params.yaml
-(batch size, learning rate, clipping, schedule, length-bucketed batches).  They alternate, so
+batch to its longest row, Adam(1e-3).  Ours is the train stage's own loop (stages.train.train)
+with lstm_seq's training settings from params.yaml (batch size, learning rate, clipping,
+schedule, length-bucketed batches).  They alternate, so
 both share the machine's noise, each epoch in a fresh process; the table gives each epoch's
 seconds and the ratio of medians.
 """

@@ -149,6 +149,12 @@ def test_progress_is_a_bar_on_a_terminal_and_rare_plain_lines_elsewhere(monkeypa
     assert "train x:" in drawn and "/20 [" in drawn and "\n" not in drawn  # a bar, redrawn in place
 
 
+def script_output(script, mode):
+    """What ``script`` prints, run in a fresh Python process with ``mode`` as its argument."""
+    return subprocess.run([sys.executable, "-c", script, mode], check=True, capture_output=True,
+                          text=True, cwd=ROOT).stdout
+
+
 FAULTS_PER_LSTM_STEP = """
 import resource, sys
 import torch
@@ -173,14 +179,9 @@ def test_cpu_training_keeps_freed_memory_instead_of_faulting_it_back_in():
     # oneDNN's LSTM frees and reallocates its workspace at every call: by default that memory
     # goes back to the kernel and returns page by page (~15,000 faults a step); kept, almost
     # none.
-    def faults(mode):
-        done = subprocess.run([sys.executable, "-c", FAULTS_PER_LSTM_STEP, mode], check=True,
-                              capture_output=True, text=True, cwd=ROOT)
-        return int(done.stdout)
-
     # Kept, the heap still grows now and then where freed blocks leave holes (a few thousand
     # faults in one run of twenty here): a quarter of the default's is a safe bound.
-    default, kept = faults("default"), faults("keep")
+    default, kept = (int(script_output(FAULTS_PER_LSTM_STEP, mode)) for mode in ("default", "keep"))
     assert default > 10_000 and kept < default / 4
 
 
@@ -205,12 +206,8 @@ print(before - rss_mb())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_releasing_freed_memory_returns_the_heaps_holes_to_the_kernel():
-    def returned_mb(mode):
-        done = subprocess.run([sys.executable, "-c", RSS_AFTER_FREEING, mode], check=True,
-                              capture_output=True, text=True, cwd=ROOT)
-        return float(done.stdout)
-
-    assert returned_mb("keep") < 50 and returned_mb("release") > 300
+    kept, released = (float(script_output(RSS_AFTER_FREEING, mode)) for mode in ("keep", "release"))
+    assert kept < 50 and released > 300
 
 
 def test_cpu_training_releases_freed_memory_after_every_epoch(monkeypatch):
