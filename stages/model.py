@@ -160,6 +160,8 @@ def build(config, name=None):
         raise _too_large(config, name, needed, f"the {available / 2**30:.1f} GiB of memory available")
     try:
         if config.get("input", "bow") == "sequence":
+            from stages.sequence_model import SequenceClassifier
+
             return SequenceClassifier.from_config(config)
         return RecurrentClassifier(config["cell"], config["vocab_size"], config["num_classes"],
                                    hidden_size=config["hidden_size"], num_layers=config["num_layers"],
@@ -212,97 +214,3 @@ def _too_large(config, name, needed, limit):
     where = "vectorize.max_features" if key == "vocab_size" else f"models.{name or '<model>'}.{key}"
     return PipelineError(f"params.yaml: {where} is {config[key]}: the model's weights would take "
                          f"{needed / 2**30:,.1f} GiB, more than {limit}; lower it")
-
-
-# ---- sequence input: the text read word by word ----------------------------------------------
-RNN_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-class SequenceClassifier(nn.Module):
-    """Embedding → RNN/LSTM/GRU layers over the words in order → pooling → dropout → linear.
-
-    ``forward(ids, lengths)`` takes a batch padded to its longest row and the true lengths
-    (see batches.SequenceBatches).  Every layer and direction is its own one-layer
-    ``nn.RNN``/``nn.LSTM``/``nn.GRU``; the backward direction reads each row reversed within its
-    length, so padding never reaches a real step.  Together they compute what one
-    ``nn.GRU(num_layers=..., bidirectional=...)`` computes on each unpadded sequence
-    (tests/test_sequence.py proves it).  How a layer steps through the batch:
-
-    * packed (``pack_padded_sequence``), the default on CUDA: cuDNN skips padding entirely;
-    * padded, the default elsewhere: the layer also steps over padding, whose outputs are then
-      ignored.  On the CPU this is several times faster than packing, whose backward pass
-      writes a gradient the size of the whole batch for every time step.
-
-    ``pooling`` is ``last`` (the forward direction's state after the last word, the backward
-    one's after the first: nn.GRU's ``h_n``), ``mean`` or ``max`` over the top layer's outputs.
-    Dropout acts on the embeddings, between layers and before the head.  Id ``vocab_size`` is
-    padding (a zero vector): what an empty document reads.
-    """
-
-    input = "sequence"
-
-    def __init__(self, cell, vocab_size, num_classes, embedding_dim=128, hidden_size=128,
-                 num_layers=1, dropout=0.0, bidirectional=False, pooling="last", max_length=400):
-        super().__init__()
-        if cell not in RNN_MODULES:
-            raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(RNN_MODULES)}")
-        if pooling not in ("last", "mean", "max"):
-            raise ValueError(f"unknown pooling {pooling!r}; expected last, mean or max")
-        self.cell, self.pooling, self.max_length = cell, pooling, max_length
-        self.pad_index = vocab_size
-        self.packed = None  # None: pack on CUDA only; True/False force it (tests)
-        directions = 2 if bidirectional else 1
-        width = hidden_size * directions
-        self.embedding = nn.Embedding(vocab_size + 1, embedding_dim, padding_idx=vocab_size)
-        self.layers = nn.ModuleList(
-            nn.ModuleList(RNN_MODULES[cell](embedding_dim if layer == 0 else width, hidden_size,
-                                            batch_first=True) for _ in range(directions))
-            for layer in range(num_layers))
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(width, num_classes)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(config["cell"], config["vocab_size"], config["num_classes"],
-                   embedding_dim=config["embedding_dim"], hidden_size=config["hidden_size"],
-                   num_layers=config["num_layers"], dropout=config["dropout"],
-                   bidirectional=config["bidirectional"], pooling=config["pooling"],
-                   max_length=config["max_length"])
-
-    @staticmethod
-    def _run(rnn, x, lengths, packed):
-        """Outputs of a one-layer ``rnn`` over padded ``x``; junk (or zero) past each length."""
-        if not packed:
-            return rnn(x)[0]
-        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-        sequence = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(rnn(sequence)[0], batch_first=True, total_length=x.shape[1])[0]
-
-    def forward(self, ids, lengths):
-        packed = ids.is_cuda if self.packed is None else self.packed
-        lengths = lengths.to(ids.device)
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        valid = (positions < lengths[:, None]).unsqueeze(2)
-        # Reverses each row within its length (padding stays where it is); its own inverse.
-        reverse = torch.where(valid[..., 0], lengths[:, None] - 1 - positions, positions)
-
-        def flip(x):
-            return x.gather(1, reverse.unsqueeze(2).expand_as(x))
-
-        x = self.drop(self.embedding(ids))
-        for layer, directions in enumerate(self.layers):
-            if layer:
-                x = self.drop(x)
-            outputs = [self._run(directions[0], x, lengths, packed)]
-            if len(directions) == 2:
-                outputs.append(flip(self._run(directions[1], flip(x), lengths, packed)))
-            x = torch.cat(outputs, 2)
-        if self.pooling == "last":
-            last = x.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[2]))[:, 0]
-            pooled = torch.cat([last[:, :outputs[0].shape[2]], x[:, 0, outputs[0].shape[2]:]], 1)
-        elif self.pooling == "mean":
-            pooled = x.masked_fill(~valid, 0.0).sum(1) / lengths.to(x.dtype).unsqueeze(1)
-        else:
-            pooled = x.masked_fill(~valid, float("-inf")).amax(1)
-        return self.head(self.drop(pooled))

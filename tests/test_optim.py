@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from stages import optim
 from stages.distributed import Group
 from stages.errors import PipelineError
-from stages.model import RecurrentClassifier, SequenceClassifier
+from stages.model import RecurrentClassifier
+from stages.sequence_model import SequenceClassifier
 from stages.params import validate
 from stages.train import make_optimizer
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stages.batches import SequenceBatches
-from stages.model import RNN_MODULES, SequenceClassifier
+from stages.sequence_model import RNN_MODULES, SequenceClassifier
 from stages.ragged import Ragged, load, save
 
 
