@@ -7,8 +7,8 @@ PyTorch's own formulas (``r, z = σ(x_rz + W_h·h + b_h)``, ``n = tanh(x_n + r �
 b_hn))``, ``h' = n + z ⊙ (h - n)``): the forward pass as seven operations a step into
 preallocated tensors (PyTorch's own vectorised sigmoid and tanh), the backward pass as one numba
 kernel a step (every gate's gradient in a single pass, from the values the forward pass kept)
-plus one matrix product, and the weight gradient as a single product over all steps.  The input projection ``W_i·x + b_i`` of every step is one
-``F.linear`` outside, for autograd.  tests/test_gru_scan.py checks outputs and gradients
+plus one matrix product, and the weight gradient as a single product over all steps.  The
+input projection ``W_i·x + b_i`` of every step is one ``F.linear`` outside, for autograd.  tests/test_gru_scan.py checks outputs and gradients
 against ``nn.GRU``; README.md ("Durations") has the timings.
 """
 import numba
@@ -77,9 +77,9 @@ class GRUScan(torch.autograd.Function):
         grad_gates_x = saved.new_empty(steps, batch, 3 * hidden)
         grad_gates_h = saved.new_empty(steps, batch, 3 * hidden)
         grad_h = saved.new_zeros(batch, hidden)
-        arrays = [tensor.numpy() for tensor in
-                  (grad_h, grad_states, saved, states, grad_gates_x, grad_gates_h)]
-        grad_h_, grad_states_, saved_, states_, grad_gates_x_, grad_gates_h_ = arrays
+        grad_h_, grad_states_, saved_, states_, grad_gates_x_, grad_gates_h_ = (
+            tensor.numpy() for tensor in
+            (grad_h, grad_states, saved, states, grad_gates_x, grad_gates_h))
         for t in range(steps - 1, -1, -1):
             backward_step(grad_h_, grad_states_[t], saved_[t], states_[t], grad_gates_x_[t],
                           grad_gates_h_[t])

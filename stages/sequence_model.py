@@ -3,8 +3,6 @@
 import torch
 from torch import nn
 
-from stages.gru_scan import gru_layer, usable
-
 RNN_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -64,7 +62,12 @@ class SequenceClassifier(nn.Module):
     def _run(rnn, x, lengths, packed):
         """Outputs of a one-layer ``rnn`` over padded ``x``; junk (or zero) past each length."""
         if not packed:
-            return gru_layer(rnn, x) if isinstance(rnn, nn.GRU) and usable(rnn, x) else rnn(x)[0]
+            if isinstance(rnn, nn.GRU):
+                from stages import gru_scan  # numba: only a GRU needs it (load time, ~80 MB)
+
+                if gru_scan.usable(rnn, x):
+                    return gru_scan.gru_layer(rnn, x)
+            return rnn(x)[0]
         from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
         sequence = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
