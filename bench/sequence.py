@@ -109,7 +109,10 @@ def main():
         ours += in_own_process(our_epochs, 1)
     p, o = statistics.median(plain), statistics.median(ours)
     batch = params.training_params("lstm_seq")["batch_size"]
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epoch(s) each",
+    # PyTorch and oneDNN pick their kernels by instruction set (AVX2, AVX-512), and epoch
+    # times differ with it from machine to machine: the header says which this run had.
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+             f"{torch.backends.cpu.get_cpu_capability()}, {args.epochs} epoch(s) each",
              "", "| loop | batch | epoch seconds | median |", "|---|---:|---|---:|",
              f"| plain PyTorch (DataLoader, shuffled batches) | 64 | {', '.join(f'{s:.1f}' for s in plain)} | {p:.1f} |",
              f"| ours (stages.train, lstm_seq settings, bucketed) | {batch} | {', '.join(f'{s:.1f}' for s in ours)} | {o:.1f} |",
