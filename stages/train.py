@@ -103,9 +103,19 @@ def epoch_batches(batches, generator, group):
     """This process's batches for one epoch.  The order is a fresh ``torch.randperm`` (as
     DataLoader(shuffle=True)), of which each process takes every world_size-th document;
     the batches then cut it as they cut an epoch (token sequences length-bucketed, CSR rows
-    in that order: ``epoch_plan`` in stages/batches.py)."""
+    in that order: ``epoch_plan`` in stages/batches.py).  With several processes the order
+    is first cut to a multiple of world_size (as DistributedSampler(drop_last=True)): every
+    process then takes the same number of steps, and none waits for a missing all-reduce."""
     order = torch.randperm(len(batches.labels), generator=generator).numpy()
+    order = order[:len(order) - len(order) % group.world_size]
     return batches.epoch_plan(order[group.rank::group.world_size], generator)
+
+
+def steps_per_epoch(count, batch_size, world_size):
+    """Optimizer steps one process takes in an epoch of ``count`` documents: its
+    ``count // world_size`` documents in batches of ``batch_size`` (already divided by
+    world_size)."""
+    return -(-(count // world_size) // batch_size)
 
 
 def train(name, p, model_p, group):
@@ -145,13 +155,15 @@ def train(name, p, model_p, group):
     header = ["epoch", "loss", "accuracy"] + (["val_loss", "val_accuracy"] if early else [])
     log, epoch_seconds = [], []
     epochs = p["epochs"]
-    schedule = steps.LearningRate(optimizer, p, total_steps=epochs * len(batches))
+    epoch_steps = steps_per_epoch(len(labels), batches.batch_size, group.world_size)
+    trained = len(labels) - len(labels) % group.world_size  # documents an epoch reads
+    schedule = steps.LearningRate(optimizer, p, total_steps=epochs * epoch_steps)
     for epoch in range(1, epochs + 1):
         model.train()
         started = time.perf_counter()
         loss_sum, correct = 0.0, torch.zeros((), device=device, dtype=torch.long)
         epoch_plan = epoch_batches(batches, shuffle, group)
-        progress = Progress(len(batches), f"train {name}: epoch {epoch}/{epochs}",
+        progress = Progress(epoch_steps, f"train {name}: epoch {epoch}/{epochs}",
                             enabled=group.is_main)
         for batch, (inputs, targets) in enumerate(batches.iterate(epoch_plan), start=1):
             with autocast:
@@ -178,7 +190,7 @@ def train(name, p, model_p, group):
         epoch_correct = distributed.total(correct, group).item()
         seconds = time.perf_counter() - started
         epoch_seconds.append(round(seconds, 3))
-        row = (epoch, epoch_loss / len(labels), epoch_correct / len(labels))
+        row = (epoch, epoch_loss / trained, epoch_correct / trained)
         line = (f"train {name}: epoch {epoch}/{epochs} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
         if early:

@@ -53,3 +53,37 @@ def test_two_processes_are_deterministic(runs):
     before = (double.path / "metrics/lstm.json").read_bytes()
     double.dvc("repro", "--force", "--single-item", "train@lstm", "evaluate@lstm")
     assert (double.path / "metrics/lstm.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("count", [7, 129, 130])
+@pytest.mark.parametrize("kind", ["csr", "sequence"])
+def test_every_process_takes_the_same_number_of_disjoint_batches(kind, count):
+    # A process with one batch more than the others would wait in its gradient all-reduce
+    # until the backend's timeout; the step count is also what the cosine schedule spans.
+    import numpy as np
+    import scipy.sparse
+
+    from stages.batches import CsrBatches, SequenceBatches
+    from stages.distributed import Group
+    from stages.ragged import Ragged
+    from stages.train import epoch_batches, steps_per_epoch
+
+    world_size, batch_size, cpu = 2, 64 // 2, torch.device("cpu")
+    rng = np.random.default_rng(count)
+    if kind == "csr":
+        batches = CsrBatches(scipy.sparse.random(count, 10, density=0.3, format="csr", random_state=0),
+                             np.zeros(count), batch_size, cpu)
+    else:
+        rows = [rng.integers(0, 9, rng.integers(1, 20)) for _ in range(count)]
+        batches = SequenceBatches(Ragged.from_rows(rows), np.zeros(count), batch_size, cpu,
+                                  max_length=16, pad_index=9)
+    taken = []
+    for rank in range(world_size):
+        plan = epoch_batches(batches, torch.Generator().manual_seed(0), Group(rank, world_size))
+        if kind == "csr":
+            plan = [plan[i:i + batch_size] for i in range(0, len(plan), batch_size)]
+        assert len(plan) == steps_per_epoch(count, batch_size, world_size)
+        taken.append(np.concatenate(plan))
+    everything = np.concatenate(taken)
+    assert len(everything) == count - count % world_size
+    assert len(np.unique(everything)) == len(everything)
