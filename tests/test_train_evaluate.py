@@ -52,7 +52,9 @@ def test_seed_default_models_are_bit_for_bit_what_they_were(trained, name):
     """Training settings added for other models (overrides, schedules, clipping, bucketing)
     leave the seed's defaults alone: same weights, losses and metrics as before them.  (Runs
     before the test that edits models.gru.)"""
-    reference = json.loads((Path(__file__).parent / "data/tiny_bow_reference.json").read_text())[name]
+    # oneDNN sums in another order on CPUs with AMX: a526b55 trains other last bits there.
+    kind = "_amx" if torch.cpu._is_amx_tile_supported() else ""
+    reference = json.loads((Path(__file__).parent / f"data/tiny_bow_reference{kind}.json").read_text())[name]
     assert state_dict_sha256(trained.path / f"data/models/{name}.pt") == reference["state_dict_sha256"]
     log = list(csv.DictReader((trained.path / f"metrics/train/{name}.csv").open()))
     assert [[row["epoch"], row["loss"], row["accuracy"]] for row in log] == reference["log"]
