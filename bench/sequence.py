@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from stages import distributed, params
 from stages.batches import load_inputs
-from stages.files import load_meta
+from stages.files import load_meta, load_sequence_vocabulary
 from stages.train import train
 
 ARCHITECTURE = {"embedding_dim": 128, "hidden_size": 128, "num_layers": 1, "bidirectional": False,
@@ -53,7 +53,7 @@ def plain_epochs(epochs, seed=0):
     """Seconds of each epoch of the tutorial loop."""
     sequences, labels = load_inputs("sequence", "train")
     meta = load_meta()
-    pad_index = meta["n_features"]
+    pad_index = len(load_sequence_vocabulary())
     dataset = [(torch.from_numpy(sequences[i][:200].astype("int64")), int(labels[i]))
                for i in range(len(sequences))]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.paths import BASELINE_MODEL, FEATURES, FEATURES_META, LABELS, VECTORIZER
+from stages.paths import (BASELINE_MODEL, FEATURES, FEATURES_META, LABELS, SEQUENCE_VOCABULARY,
+                          VECTORIZER)
 
 
 @contextmanager
@@ -211,3 +212,9 @@ def load_baseline():
 def load_meta():
     with reading(FEATURES_META, "JSON file"):
         return read_json(FEATURES_META)
+
+
+def load_sequence_vocabulary():
+    """The sequence models' words (stage sequences): a list, the position of a word its id."""
+    with reading(SEQUENCE_VOCABULARY, "JSON file", SEQUENCE_REPRO):
+        return read_json(SEQUENCE_VOCABULARY)

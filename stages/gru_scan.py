@@ -92,10 +92,10 @@ class GRUScan(torch.autograd.Function):
 def usable(gru, x):
     """Whether :func:`gru_layer` can run ``gru`` over ``x``: one float32 layer on the CPU."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and gru.num_layers == 1
-            and gru.bias and not gru.bidirectional and gru.batch_first)
+            and gru.bias and not gru.bidirectional and not gru.batch_first)
 
 
 def gru_layer(gru, x):
-    """What ``gru(x)[0]`` computes for a one-layer, batch-first ``nn.GRU`` and ``x`` (B, T, E)."""
-    gates_x = F.linear(x.transpose(0, 1), gru.weight_ih_l0, gru.bias_ih_l0).contiguous()
-    return GRUScan.apply(gates_x, gru.weight_hh_l0, gru.bias_hh_l0).transpose(0, 1)
+    """What ``gru(x)[0]`` computes for a one-layer, time-major ``nn.GRU`` and ``x`` (T, B, E)."""
+    gates_x = F.linear(x, gru.weight_ih_l0, gru.bias_ih_l0)
+    return GRUScan.apply(gates_x, gru.weight_hh_l0, gru.bias_hh_l0)

@@ -199,8 +199,8 @@ def _available_memory():
         return None
 
 
-# The keys that size the weights, with params.yaml's defaults; vocab_size is
-# vectorize.max_features (the vocabulary the features have).
+# The keys that size the weights, with params.yaml's defaults; vocab_size is set by
+# vectorize.max_features (bag of words) or sequences.max_features (sequence models).
 SIZE_DEFAULTS = {"hidden_size": 128, "embedding_dim": 128, "num_layers": 1, "vocab_size": 10000}
 
 
@@ -211,6 +211,7 @@ def _too_large(config, name, needed, limit):
     smaller = {key: weight_count(dict(config, **{key: min(config[key], default)}))
                for key, default in SIZE_DEFAULTS.items() if key in config}
     key = min(smaller, key=smaller.get)
-    where = "vectorize.max_features" if key == "vocab_size" else f"models.{name or '<model>'}.{key}"
+    vocabulary = "sequences" if config.get("input", "bow") == "sequence" else "vectorize"
+    where = f"{vocabulary}.max_features" if key == "vocab_size" else f"models.{name or '<model>'}.{key}"
     return PipelineError(f"params.yaml: {where} is {config[key]}: the model's weights would take "
                          f"{needed / 2**30:,.1f} GiB, more than {limit}; lower it")

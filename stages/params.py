@@ -158,6 +158,12 @@ SCHEMA = {
         "max_df": (1.0, document_frequency),
         "weighting": ("count", choice("count", "binary", "tfidf")),
     },
+    # The sequence models' own vocabulary (stage sequences): words of at least min_df train
+    # documents; max_features, if set, keeps those in the most documents.
+    "sequences": {
+        "min_df": (2, integer(1)),
+        "max_features": (None, optional(integer(1))),
+    },
     "train": {
         "seed": (0, integer(0, 2**63 - 1)),
         "epochs": (10, integer(1)),
@@ -205,7 +211,7 @@ TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip",
                       "optimizer")
 SCHEMA["model"].update({key: (None, optional(SCHEMA["train"][key][1])) for key in TRAINING_OVERRIDES})
 # The `models` section maps a model name (a train/evaluate matrix entry) to a "model" schema.
-SECTIONS = ("fetch", "split", "vectorize", "train", "models", "baseline")
+SECTIONS = ("fetch", "split", "vectorize", "sequences", "train", "models", "baseline")
 
 
 def _suggest(key, valid):

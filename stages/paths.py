@@ -43,3 +43,4 @@ def predictions(model):
 
 # Token ids in document order (ragged .npz), for models with ``input: sequence``.
 SEQUENCES = {"train": Path("data/sequences/train.npz"), "test": Path("data/sequences/test.npz")}
+SEQUENCE_VOCABULARY = Path("data/sequences/vocabulary.json")  # a JSON list: word i has id i

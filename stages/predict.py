@@ -121,9 +121,10 @@ def classify(model_name, settings, texts):
     classes = load_meta()["classes"]
     vectorizer = load_vectorizer()
     if input_mode(model) == "sequence":
-        from stages.sequences import encode
+        from stages.files import load_sequence_vocabulary
+        from stages.sequences import encode, word_analyzer
 
-        features = encode(vectorizer, texts)
+        features = encode(word_analyzer(vectorizer), load_sequence_vocabulary(), texts)
         known = features.lengths > 0
     else:
         features = vectorizer.transform(texts).astype(np.float32)

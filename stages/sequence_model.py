@@ -10,7 +10,10 @@ class SequenceClassifier(nn.Module):
     """Embedding → RNN/LSTM/GRU layers over the words in order → pooling → dropout → linear.
 
     ``forward(ids, lengths)`` takes a batch padded to its longest row and the true lengths
-    (see batches.SequenceBatches).  Every layer and direction is its own one-layer
+    (see batches.SequenceBatches).  Inside, activations are time-major (steps × batch ×
+    features), the layout the RNN kernels step through: batch-first layers would copy every
+    layer's input and output (and their gradients) into it and back.  Every layer and
+    direction is its own one-layer
     ``nn.RNN``/``nn.LSTM``/``nn.GRU``; the backward direction reads each row reversed within its
     length, so padding never reaches a real step.  Together they compute what one
     ``nn.GRU(num_layers=..., bidirectional=...)`` computes on each unpadded sequence
@@ -45,7 +48,7 @@ class SequenceClassifier(nn.Module):
         self.embedding = nn.Embedding(vocab_size + 1, embedding_dim, padding_idx=vocab_size)
         self.layers = nn.ModuleList(
             nn.ModuleList(RNN_MODULES[cell](embedding_dim if layer == 0 else width, hidden_size,
-                                            batch_first=True) for _ in range(directions))
+                                            batch_first=False) for _ in range(directions))
             for layer in range(num_layers))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
@@ -60,7 +63,8 @@ class SequenceClassifier(nn.Module):
 
     @staticmethod
     def _run(rnn, x, lengths, packed):
-        """Outputs of a one-layer ``rnn`` over padded ``x``; junk (or zero) past each length."""
+        """Outputs of a one-layer ``rnn`` over padded, time-major ``x``; junk (or zero) past
+        each length."""
         if not packed:
             if isinstance(rnn, nn.GRU):
                 from stages import gru_scan  # numba: only a GRU needs it (load time, ~80 MB)
@@ -70,21 +74,21 @@ class SequenceClassifier(nn.Module):
             return rnn(x)[0]
         from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-        sequence = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(rnn(sequence)[0], batch_first=True, total_length=x.shape[1])[0]
+        sequence = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        return pad_packed_sequence(rnn(sequence)[0], total_length=x.shape[0])[0]
 
     def forward(self, ids, lengths):
         packed = ids.is_cuda if self.packed is None else self.packed
         lengths = lengths.to(ids.device)
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        valid = (positions < lengths[:, None]).unsqueeze(2)
+        positions = torch.arange(ids.shape[1], device=ids.device)[:, None]
+        valid = (positions < lengths).unsqueeze(2)  # steps × batch × 1
         # Reverses each row within its length (padding stays where it is); its own inverse.
-        reverse = torch.where(valid[..., 0], lengths[:, None] - 1 - positions, positions)
+        reverse = torch.where(valid[..., 0], lengths - 1 - positions, positions)
 
         def flip(x):
-            return x.gather(1, reverse.unsqueeze(2).expand_as(x))
+            return x.gather(0, reverse.unsqueeze(2).expand_as(x))
 
-        x = self.drop(self.embedding(ids))
+        x = self.drop(self.embedding(ids.t()))
         for layer, directions in enumerate(self.layers):
             if layer:
                 x = self.drop(x)
@@ -93,10 +97,10 @@ class SequenceClassifier(nn.Module):
                 outputs.append(flip(self._run(directions[1], flip(x), lengths, packed)))
             x = torch.cat(outputs, 2)
         if self.pooling == "last":
-            last = x.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[2]))[:, 0]
-            pooled = torch.cat([last[:, :outputs[0].shape[2]], x[:, 0, outputs[0].shape[2]:]], 1)
+            last = x.gather(0, (lengths - 1).view(1, -1, 1).expand(1, -1, x.shape[2]))[0]
+            pooled = torch.cat([last[:, :outputs[0].shape[2]], x[0, :, outputs[0].shape[2]:]], 1)
         elif self.pooling == "mean":
-            pooled = x.masked_fill(~valid, 0.0).sum(1) / lengths.to(x.dtype).unsqueeze(1)
+            pooled = x.masked_fill(~valid, 0.0).sum(0) / lengths.to(x.dtype).unsqueeze(1)
         else:
-            pooled = x.masked_fill(~valid, float("-inf")).amax(1)
+            pooled = x.masked_fill(~valid, float("-inf")).amax(0)
         return self.head(self.drop(pooled))

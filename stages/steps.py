@@ -40,10 +40,13 @@ class LearningRate:
 @torch.no_grad()
 def clip_gradients(parameters, max_norm):
     """Scale all gradients so that their global L2 norm is at most ``max_norm`` (as
-    ``torch.nn.utils.clip_grad_norm_``, which does not take the sparse gradients that the
-    CPU bag-of-words models produce); return the norm before clipping."""
-    grads = [p.grad._values() if p.grad.is_sparse else p.grad
-             for p in parameters if p.grad is not None]
+    ``torch.nn.utils.clip_grad_norm_``, which does not take the sparse gradients that models
+    trained on the CPU produce); return the norm before clipping."""
+    parameters = [p for p in parameters if p.grad is not None]
+    for p in parameters:
+        if p.grad.is_sparse:  # an embedding's gradient repeats a row once per occurrence
+            p.grad = p.grad.coalesce()
+    grads = [p.grad._values() if p.grad.is_sparse else p.grad for p in parameters]
     if not grads:
         return 0.0
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

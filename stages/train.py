@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from stages import devices, distributed, params, steps
 from stages.batches import load_inputs, make_batches, predict_logits
 from stages.errors import PipelineError, run_stage
-from stages.files import load_meta, save_weights, write_csv, write_json
+from stages.files import load_meta, load_sequence_vocabulary, save_weights, write_csv, write_json
 from stages.model import RecurrentClassifier, build
 from stages.paths import FEATURES, timings, train_log, weights
 from stages.progress import Progress
@@ -28,26 +28,29 @@ from stages.ragged import Ragged
 
 def make_optimizer(model, p, group):
     """``train.optimizer``: the seed's Adam, or lazy_adam, which steps only the input rows each
-    batch touches (optim.LazyAdam).  A bag-of-words model trained on the CPU by one process gets
-    stages/optim.py's, and hands it the input matrix's gradient as the sparse rows each batch
-    touches; every other case torch's fused Adam on dense gradients (DistributedDataParallel
-    all-reduces dense gradients; CUDA's embedding_bag backward is fast as it is), where a lazy
-    step would have no sparse gradient to act on: lazy_adam is refused there."""
-    sparse_path = (isinstance(model, RecurrentClassifier) and group.device.type == "cpu"
-                   and group.world_size == 1)
+    batch touches (optim.LazyAdam).  A model trained on the CPU by one process gets
+    stages/optim.py's, and hands it its input matrix's gradient (the bag of words' input
+    weights, a sequence model's embedding) as the sparse rows each batch touches: the
+    backward pass then costs the words a batch holds, not the vocabulary.  Every other case
+    gets torch's fused Adam on dense gradients (DistributedDataParallel all-reduces dense
+    gradients; CUDA's backward passes are fast as they are), where a lazy step would have no
+    sparse gradient to act on: lazy_adam is refused there."""
+    sparse_path = group.device.type == "cpu" and group.world_size == 1
     if p["optimizer"] == "lazy_adam":
         if not sparse_path:
-            kind = "bag-of-words" if isinstance(model, RecurrentClassifier) else "sequence"
-            raise PipelineError("params.yaml: train.optimizer lazy_adam is for bag-of-words models "
-                                f"trained on the CPU by one process, not a {kind} model on "
-                                f"{group.device} in {group.world_size} process(es); use adam")
+            raise PipelineError("params.yaml: train.optimizer lazy_adam is for models trained on "
+                                f"the CPU by one process, not on {group.device} in "
+                                f"{group.world_size} processes; use adam")
         if p["weight_decay"]:
             raise PipelineError("params.yaml: train.optimizer lazy_adam takes no weight decay (it "
                                 "would decay only the rows a batch touches); set weight_decay: 0")
     if sparse_path:
         from stages import optim  # numba and its kernels: a second and ~80 MB the others never use
 
-        model.sparse_input_grad = True
+        if isinstance(model, RecurrentClassifier):
+            model.sparse_input_grad = True
+        else:
+            model.embedding.sparse = True
         if p["optimizer"] == "lazy_adam":
             return optim.LazyAdam(model.parameters(), lr=p["lr"])
         return optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
@@ -126,10 +129,12 @@ def train(name, p, model_p, group):
     torch.manual_seed(p["seed"])
     features, labels = load_inputs(model_p["input"], "train")
     meta = load_meta()
+    vocab_size = meta["n_features"]
     if isinstance(features, Ragged):
-        features.check(f"train sequences of {name}", vocab_size=meta["n_features"])
+        vocab_size = len(load_sequence_vocabulary())
+        features.check(f"train sequences of {name}", vocab_size=vocab_size)
     architecture = {k: v for k, v in model_p.items() if k not in params.TRAINING_OVERRIDES}
-    config = dict(architecture, vocab_size=meta["n_features"], num_classes=len(meta["classes"]))
+    config = dict(architecture, vocab_size=vocab_size, num_classes=len(meta["classes"]))
     model = build(config, name).to(device)
     if model_p["input"] == "sequence" and device.type == "cpu":
         # Backpropagating through hundreds of steps makes gradients tiny: denormal floats,

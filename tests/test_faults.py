@@ -521,6 +521,12 @@ def sequences_file(path):
     ragged.save(path, ragged.Ragged.from_rows([[1, 2, 3]] * 50))
 
 
+def vocabulary_file(path):
+    """The sequence vocabulary, beside the train sequences that the train stage reads first."""
+    path.write_text(json.dumps([f"word{i}" for i in range(10)]))
+    sequences_file(path.parent / "train.npz")
+
+
 # file → (how to make it where the vectorized project has none, the stage that reads it, the
 # kind of file the error names, the pipeline that rebuilds it)
 ARTIFACTS = {
@@ -532,6 +538,8 @@ ARTIFACTS = {
     "data/features/vectorizer.joblib": (None, (sequences.main,), "fitted vectorizer", "dvc repro"),
     "data/sequences/train.npz": (sequences_file, (train.main, "gru_seq"), "ragged array",
                                  "dvc repro sequence/dvc.yaml"),
+    "data/sequences/vocabulary.json": (vocabulary_file, (train.main, "gru_seq"), "JSON file",
+                                       "dvc repro sequence/dvc.yaml"),
     "data/models/lstm.pt": (weights_file, (evaluate.main, "lstm"), "checkpoint", "dvc repro"),
 }
 
@@ -585,7 +593,7 @@ def test_model_too_large_to_allocate_names_the_parameter(memory_known, ready, mo
 
 @pytest.mark.parametrize("key, value, blamed", [
     ("hidden_size", 10**6, "models.m.hidden_size"), ("num_layers", 10**6, "models.m.num_layers"),
-    ("embedding_dim", 10**9, "models.m.embedding_dim"), ("vocab_size", 10**10, "vectorize.max_features"),
+    ("embedding_dim", 10**9, "models.m.embedding_dim"), ("vocab_size", 10**10, "sequences.max_features"),
 ])
 def test_the_parameter_blamed_is_the_one_that_makes_the_model_large(key, value, blamed):
     config = dict(cell="lstm", vocab_size=10000, num_classes=20, hidden_size=128, num_layers=1,

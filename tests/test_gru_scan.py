@@ -10,8 +10,8 @@ from stages.sequence_model import SequenceClassifier
 @pytest.mark.parametrize("steps", [1, 2, 37])
 def test_outputs_and_every_gradient_equal_nn_gru(steps):
     torch.manual_seed(steps)
-    gru = nn.GRU(6, 5, batch_first=True)
-    x = torch.randn(4, steps, 6, requires_grad=True)
+    gru = nn.GRU(6, 5)  # time-major, as the sequence models run it
+    x = torch.randn(steps, 4, 6, requires_grad=True)
     expected = gru(x)[0]
     actual = gru_layer(gru, x)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
@@ -33,9 +33,9 @@ def test_sequence_models_take_it_on_the_cpu_and_only_where_it_computes_the_same(
             names.add(type(node).__name__)
             graph += [next_node for next_node, _ in node.next_functions if next_node is not None]
         assert ("GRUScanBackward" in names) == scanned, cell
-    gru, x = nn.GRU(4, 3, batch_first=True), torch.randn(2, 5, 4)
+    gru, x = nn.GRU(4, 3), torch.randn(5, 2, 4)
     assert usable(gru, x)
     assert not usable(gru, x.double())
-    assert not usable(nn.GRU(4, 3, num_layers=2, batch_first=True), x)
-    assert not usable(nn.GRU(4, 3, bidirectional=True, batch_first=True), x)
-    assert not usable(nn.GRU(4, 3), x)  # time-major
+    assert not usable(nn.GRU(4, 3, batch_first=True), x)
+    assert not usable(nn.GRU(4, 3, num_layers=2), x)
+    assert not usable(nn.GRU(4, 3, bidirectional=True), x)

@@ -15,6 +15,7 @@ from stages.errors import PipelineError
 from stages.model import RecurrentClassifier
 from stages.sequence_model import SequenceClassifier
 from stages.params import validate
+from stages.steps import clip_gradients
 from stages.train import make_optimizer
 
 
@@ -168,22 +169,41 @@ def test_the_default_optimizer_is_the_seeds_adam():
 
 
 @pytest.mark.parametrize("case, message", [
-    ("sequence", "not a sequence model on cpu in 1 process"),
-    ("processes", "not a bag-of-words model on cpu in 2 process"),
+    ("processes", "not on cpu in 2 processes"),
     ("weight_decay", "takes no weight decay"),
 ])
 def test_lazy_adam_refuses_what_it_cannot_do_in_one_line(case, message):
     p = dict(validate({})["train"], optimizer="lazy_adam")
     model, group = RecurrentClassifier("gru", 50, 3, hidden_size=4), Group()
-    if case == "sequence":
-        model = SequenceClassifier("gru", 50, 3, embedding_dim=4, hidden_size=4)
-    elif case == "processes":
+    if case == "processes":
         group = Group(world_size=2)
     else:
         p["weight_decay"] = 0.01
     with pytest.raises(PipelineError, match=message) as error:
         make_optimizer(model, p, group)
     assert "\n" not in str(error.value)
+
+
+def test_a_sequence_models_embedding_steps_only_the_words_of_its_batch():
+    """lazy_adam on a sequence model: the embedding's gradient is sparse, and a step moves
+    the rows of the batch's words and nothing else; clipping scales it as the dense one."""
+    torch.manual_seed(0)
+    model = SequenceClassifier("gru", 50, 3, embedding_dim=4, hidden_size=4, pooling="max")
+    reference = SequenceClassifier("gru", 50, 3, embedding_dim=4, hidden_size=4, pooling="max")
+    reference.load_state_dict(model.state_dict())
+    lazy = make_optimizer(model, dict(validate({})["train"], optimizer="lazy_adam"), Group())
+    assert type(lazy) is optim.LazyAdam and model.embedding.sparse
+    ids, lengths = torch.tensor([[3, 7, 3, 9], [7, 11, 50, 50]]), torch.tensor([4, 2])
+    targets, before = torch.tensor([0, 2]), model.embedding.weight.detach().clone()
+    for net in (model, reference):
+        F.cross_entropy(net(ids, lengths), targets).backward()
+    assert model.embedding.weight.grad.is_sparse
+    clip_gradients(model.parameters(), 1e-3)
+    clip_gradients(reference.parameters(), 1e-3)
+    torch.testing.assert_close(model.embedding.weight.grad.to_dense(), reference.embedding.weight.grad)
+    lazy.step()
+    moved = (model.embedding.weight != before).any(1)
+    assert moved.nonzero().flatten().tolist() == [3, 7, 9, 11]  # 50 is padding: no gradient
 
 
 def test_params_name_the_optimizers():

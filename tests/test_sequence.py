@@ -1,4 +1,4 @@
-"""Sequence input: ragged storage, the vocabulary of vectorize, and a model whose batched
+"""Sequence input: ragged storage, the sequence vocabulary, and a model whose batched
 (packed or padded) outputs equal torch's own RNNs run on each sequence alone."""
 import numpy as np
 import pytest
@@ -34,18 +34,29 @@ def test_broken_ragged_file_is_a_one_line_error(tmp_path):
         Ragged.from_rows([[1, 12]]).check("x", vocab_size=10)
 
 
-def test_encode_keeps_document_order_in_the_vectorizers_vocabulary():
+def test_encode_keeps_document_order_with_the_vectorizers_words():
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from stages.sequences import encode
+    from stages.sequences import encode, word_analyzer
 
     texts = ["the puck the goalie", "orbit rocket the orbit", "Rare GOALIE word"]
     vectorizer = CountVectorizer(max_features=5, token_pattern=r"\b\w+\b",
                                  ngram_range=(1, 2)).fit(texts)
-    vocabulary = vectorizer.vocabulary_
-    ragged = encode(vectorizer, ["The goalie, the unseen orbit!", ""])
-    expected = [vocabulary[w] for w in "the goalie the orbit".split() if w in vocabulary]
-    assert ragged[0].tolist() == expected and len(ragged[1]) == 0
+    vocabulary = ["goalie", "orbit", "the"]
+    ragged = encode(word_analyzer(vectorizer), vocabulary, ["The goalie, the unseen orbit!", ""])
+    assert ragged[0].tolist() == [2, 0, 2, 1] and len(ragged[1]) == 0
+
+
+def test_the_sequence_vocabulary_counts_documents_not_occurrences():
+    from stages.sequences import fit_vocabulary
+
+    texts = ["b a a a a", "b c", "c d", "e"]
+    analyze = str.split
+    assert fit_vocabulary(analyze, texts, min_df=1) == ["a", "b", "c", "d", "e"]
+    assert fit_vocabulary(analyze, texts, min_df=2) == ["b", "c"]
+    # "a" occurs most, but in one document; ties (b, c: two documents each) go alphabetically
+    assert fit_vocabulary(analyze, texts, min_df=1, max_features=1) == ["b"]
+    assert fit_vocabulary(analyze, texts, min_df=1, max_features=3) == ["a", "b", "c"]
 
 
 def test_batches_truncate_pad_and_keep_empty_rows():

@@ -217,6 +217,7 @@ def test_cpu_training_releases_freed_memory_after_every_epoch(monkeypatch):
     sequences = Ragged.from_rows([rng.integers(0, 30, size=rng.integers(1, 20)) for _ in range(40)])
     monkeypatch.setattr(train, "load_inputs", lambda mode, subset: (sequences, np.arange(40) % 2))
     monkeypatch.setattr(train, "load_meta", lambda: {"n_features": 30, "classes": ["a", "b"]})
+    monkeypatch.setattr(train, "load_sequence_vocabulary", lambda: [f"w{i}" for i in range(30)])
     calls = []
     monkeypatch.setattr("stages.devices.release_freed_memory", lambda: calls.append(1))
     settings = dict(params.training_params("gru_seq"), epochs=3, batch_size=8, device="cpu",

@@ -194,6 +194,28 @@ def test_each_stage_depends_on_exactly_the_code_it_imports():
             assert code == stage_imports(module), f"{path}:{name}"
 
 
+def params_read(module):
+    """The params.yaml keys that `python -m stages.<module>` reads, as dvc.yaml names them."""
+    keys = set()
+    for path in sorted(stage_imports(module)):
+        source = (ROOT / path).read_text()
+        keys |= set(re.findall(r'params\.load\("(\w+)"\)', source))
+        if "params.training_params(" in source:
+            keys |= {"train", "models.${item.model}"}
+        if "params.model_params(" in source:
+            keys.add("models.${item.model}")
+    return keys
+
+
+def test_each_stage_lists_exactly_the_params_it_reads():
+    from ruamel.yaml import YAML
+
+    for path in ("dvc.yaml", "sequence/dvc.yaml"):
+        for name, stage in YAML(typ="safe").load((ROOT / path).read_text())["stages"].items():
+            module = re.match(r"python -m stages\.(\w+)", stage["cmd"]).group(1)
+            assert set(stage.get("params", [])) == params_read(module), f"{path}:{name}"
+
+
 
 # --- 2. Metrics and params diffs across commits ----------------------------------------------
 
