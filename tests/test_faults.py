@@ -19,6 +19,7 @@ import tarfile
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, Project, tiny_documents, write_archive
@@ -522,9 +523,12 @@ def sequences_file(path):
 
 
 def vocabulary_file(path):
-    """The sequence vocabulary, beside the train sequences that the train stage reads first."""
+    """The sequence vocabulary, beside the train sequences (one per labelled document) that
+    the train stage reads first."""
     path.write_text(json.dumps([f"word{i}" for i in range(10)]))
-    sequences_file(path.parent / "train.npz")
+    with np.load(path.parents[1] / "features/labels.npz") as labels:
+        count = len(labels["train"])
+    ragged.save(path.parent / "train.npz", ragged.Ragged.from_rows([[1, 2, 3]] * count))
 
 
 # file → (how to make it where the vectorized project has none, the stage that reads it, the

@@ -152,7 +152,9 @@ def test_predict_on_a_fresh_clone_after_dvc_pull(trained, tmp_path):
     trained.run("git", "clone", "-q", str(trained.path), str(clone))
     # Only what predict reads (this project trained two models, so a bare pull would
     # report the others missing).
-    pulled = subprocess.run(["dvc", "pull", "vectorize", "sequence/dvc.yaml:train@gru_seq"], cwd=clone, env=trained.env, capture_output=True, text=True)
+    pulled = subprocess.run(["dvc", "pull", "vectorize", "sequence/dvc.yaml:sequences",
+                             "sequence/dvc.yaml:train@gru_seq"], cwd=clone, env=trained.env,
+                            capture_output=True, text=True)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     result = subprocess.run([sys.executable, "-m", "stages.predict", "--model", "gru_seq", "--json"],
                             cwd=clone, env=trained.env, input=SPACE, capture_output=True, text=True)
