@@ -14,28 +14,31 @@ class PipelineError(Exception):
 def run_stage(main, argv=None):
     """Run ``main(argv)``; turn a PipelineError into ``error: ...`` and exit status 2.
 
-    SIGTERM is turned into KeyboardInterrupt so that, like Ctrl-C, it unwinds through the
-    atomic writers and removes their temporary files.
+    SIGINT and SIGTERM raise KeyboardInterrupt, so that either unwinds through the atomic
+    writers and removes their temporary files, and exit with the shell's status (130, 143).
     """
+    _received.clear()
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         main(sys.argv[1:] if argv is None else argv)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except (KeyboardInterrupt, SystemError) as exc:
+    except BaseException:
         # A signal that lands while numba's compiled code runs surfaces as a SystemError
-        # ("returned a result with an exception set") whose context is the KeyboardInterrupt.
-        if isinstance(exc, SystemError):
-            cause = exc.__cause__ or exc.__context__
-            if not isinstance(cause, KeyboardInterrupt):
-                raise
-            exc = cause
-        signame = exc.args[0] if exc.args else "SIGINT"
-        print(f"interrupted by {signame}: the output being written was discarded; run "
+        # ("returned a result with an exception set"), and inside autograd's backward as a
+        # chain of them: what was received, not the exception's type, says it was a signal.
+        if not _received:
+            raise
+        print(f"interrupted by {_received[0]}: the output being written was discarded; run "
               "`dvc repro` to start again", file=sys.stderr)
-        sys.exit(128 + signal.Signals[signame])  # the shell's convention: 130, 143
+        sys.exit(128 + signal.Signals[_received[0]])
+
+
+_received = []
 
 
 def _interrupt(signum, frame):
+    _received.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(signal.Signals(signum).name)
