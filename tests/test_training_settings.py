@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages import params, steps
+from stages import model, params, steps
 from stages.batches import SequenceBatches
 from stages.errors import PipelineError
 from stages.progress import Progress
@@ -89,6 +89,28 @@ def test_clipping_bounds_the_global_norm_of_dense_and_sparse_gradients():
     # Under the limit nothing changes.
     assert steps.clip_gradients([dense], 10.0) == pytest.approx(0.6)
     assert dense.grad.tolist() == pytest.approx([0.6, 0.0, 0.0])
+
+
+def test_clipping_coalesces_repeated_rows_and_leaves_unique_ones_in_place():
+    # An embedding's sparse gradient repeats row 1: its norm is that of the summed row (5),
+    # not of the separate entries.  The bag-of-words input's gradient has each row once, in
+    # order (autograd drops the coalesced flag): it is clipped where it is, not copied.
+    embedding = torch.zeros(5, 2, requires_grad=True)
+    embedding.grad = torch.sparse_coo_tensor([[1, 3, 1]], [[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]],
+                                             (5, 2), check_invariants=False)
+    assert steps.clip_gradients([embedding], 10.0) == pytest.approx(5.0)
+    assert embedding.grad.is_coalesced()
+
+    weights = torch.zeros(100, 3, requires_grad=True)
+    out = model.csr_times_weight(torch.tensor([7, 2, 7, 50]), torch.tensor([0, 2]),
+                                 torch.tensor([1.0, 2.0, 3.0, 4.0]), weights, sparse_grad=True)
+    out.sum().backward()
+    gradient = weights.grad
+    assert not gradient.is_coalesced()  # what autograd hands over
+    expected = gradient.coalesce()._values().norm().item()
+    assert steps.clip_gradients([weights], expected / 2) == pytest.approx(expected)
+    assert weights.grad is gradient
+    assert gradient.coalesce()._values().norm().item() == pytest.approx(expected / 2, rel=1e-5)
 
 
 def bucketed_batches(seed, count=1000, batch_size=16):
