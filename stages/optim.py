@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from stages.kernels import adam_rows, lazy_adam_rows
+from stages.steps import unique_rows
 
 
 def _as_rows(tensor):
@@ -73,11 +74,8 @@ class Adam:
                     raise TypeError("stages.optim.Adam takes sparse gradients of whole rows of "
                                     f"a 2-D parameter, not {p.grad.sparse_dim()} sparse "
                                     f"dimension(s) of a {p.dim()}-D one")
-                grad = p.grad
+                grad = unique_rows(p.grad)
                 rows = grad._indices()[0].numpy()
-                if not (rows[1:] > rows[:-1]).all():  # autograd drops the is_coalesced flag
-                    grad = grad.coalesce()
-                    rows = grad._indices()[0].numpy()
                 grad_rows = _as_rows(grad._values().contiguous())
             else:
                 grad_rows = _as_rows(p.grad.contiguous())
