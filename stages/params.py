@@ -123,6 +123,13 @@ def ngram_range(value):
     return value
 
 
+def header_fields(value):
+    if not isinstance(value, list) or not all(isinstance(f, str) and re.fullmatch(r"[A-Za-z][\w-]*", f)
+                                              for f in value):
+        raise ValueError(f"must be a list of header names such as [subject], got {value!r}")
+    return value
+
+
 def document_frequency(value):
     """min_df/max_df follow scikit-learn: an int is a document count, a float a proportion."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -157,6 +164,8 @@ SCHEMA = {
         "min_df": (1, document_frequency),
         "max_df": (1.0, document_frequency),
         "weighting": ("count", choice("count", "binary", "tfidf")),
+        # Header lines (e.g. [subject]) whose words are also terms of their own (stages/terms.py).
+        "header_fields": ([], header_fields),
     },
     # The sequence models' own vocabulary (stage sequences): words of at least min_df train
     # documents; max_features, if set, keeps those in the most documents.

@@ -122,7 +122,8 @@ def classify(model_name, settings, texts):
     vectorizer = load_vectorizer()
     if input_mode(model) == "sequence":
         from stages.files import load_sequence_vocabulary
-        from stages.sequences import encode, word_analyzer
+        from stages.sequences import encode
+        from stages.terms import word_analyzer
 
         features = encode(word_analyzer(vectorizer), load_sequence_vocabulary(), texts)
         known = features.lengths > 0

@@ -13,7 +13,6 @@ each model truncates them to its own ``max_length`` when it batches them, so cha
 model's length reruns that model only.
 """
 import argparse
-import copy
 import sys
 from collections import Counter
 
@@ -25,13 +24,7 @@ from stages.files import load_vectorizer, read_parquet, write_json
 from stages.paths import SEQUENCE_VOCABULARY, SEQUENCES, SPLIT_TEST, SPLIT_TRAIN
 from stages.progress import Progress
 from stages.ragged import Ragged, save
-
-
-def word_analyzer(vectorizer):
-    """The vectorizer's analyzer for single words: text → its words, in order."""
-    unigrams = copy.copy(vectorizer)
-    unigrams.ngram_range = (1, 1)
-    return unigrams.build_analyzer()
+from stages.terms import word_analyzer
 
 
 def fit_vocabulary(analyze, texts, min_df, max_features=None, label=None):

@@ -3,7 +3,8 @@
 Fitted on the train split only.  The default is the seed's
 ``CountVectorizer(max_features=10000, token_pattern=r'\\b\\w+\\b')``, with ties at the vocabulary's
 cut broken the same way on every machine (see fit_vectorizer); ``weighting`` switches to
-binary presence or sublinear tf-idf.  Matrices are float32 CSR (``scipy.sparse.save_npz``),
+binary presence or sublinear tf-idf, and ``header_fields`` adds header words as terms of their
+own (stages/terms.py).  Matrices are float32 CSR (``scipy.sparse.save_npz``),
 never densified.
 """
 import argparse
@@ -15,6 +16,7 @@ from stages import params
 from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, read_parquet, save_csr, write_json
 from stages.paths import FEATURES, FEATURES_META, LABELS, SPLIT_TEST, SPLIT_TRAIN, VECTORIZER
+from stages.terms import vectorizer_options
 
 
 def fit_vectorizer(p, texts):
@@ -28,8 +30,7 @@ def fit_vectorizer(p, texts):
     """
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 
-    tokens = dict(token_pattern=p["token_pattern"], lowercase=p["lowercase"],
-                  ngram_range=tuple(p["ngram_range"]), dtype=np.float32)
+    tokens = dict(vectorizer_options(p), dtype=np.float32)
     binary = p["weighting"] == "binary"
     counter = CountVectorizer(binary=binary, min_df=p["min_df"], max_df=p["max_df"], **tokens)
     counts = counter.fit_transform(texts)

@@ -154,3 +154,55 @@ def test_vectorize_weightings(project, weighting):
     else:  # l2-normalised sublinear tf-idf rows
         norms = np.sqrt(matrix.multiply(matrix).sum(axis=1)).A1
         assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+
+
+MESSAGE = ("From: ann@example.com (Ann)\nSubject: Re: Clipper chip escrow\nLines: 3\n\n"
+           "The clipper chip.\nSubject: not a header, in the body\n")
+
+
+def test_header_terms_add_the_named_fields_words_to_the_texts_own():
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from stages.terms import HeaderTerms
+
+    options = dict(token_pattern=r"\b\w+\b", lowercase=True, ngram_range=(1, 2))
+    plain = CountVectorizer(**options).build_analyzer()
+    analyzer = HeaderTerms(["Subject"], **options)
+    assert analyzer(MESSAGE) == plain(MESSAGE) + ["subject:re", "subject:clipper",
+                                                  "subject:chip", "subject:escrow"]
+    body = MESSAGE.split("\n\n", 1)[1]  # what fetch.remove: [headers] leaves
+    assert analyzer(body) == plain(body)
+    assert HeaderTerms(["from", "lines"], **options)(MESSAGE)[len(plain(MESSAGE)):] == [
+        "from:ann", "from:example", "from:com", "from:ann", "lines:3"]
+    assert analyzer.words(MESSAGE) == CountVectorizer(token_pattern=r"\b\w+\b").build_analyzer()(MESSAGE)
+
+
+def test_header_fields_vectorizer_pickles_to_the_same_bytes_and_transforms_new_text(project):
+    import joblib
+
+    from stages.terms import word_analyzer
+
+    for stage in ("fetch", "split"):
+        project.stage(stage)
+    project.edit_params("vectorize.header_fields", ["subject"])
+    project.edit_params("vectorize.weighting", "tfidf")
+    project.stage("vectorize")
+    features = project.path / "data/features"
+    first = (features / "vectorizer.joblib").read_bytes()
+    project.stage("vectorize")
+    assert (features / "vectorizer.joblib").read_bytes() == first
+    vectorizer = joblib.load(features / "vectorizer.joblib")
+    terms = vectorizer.get_feature_names_out()
+    assert any(term.startswith("subject:") for term in terms)
+    test_text = pq.read_table(project.path / "data/split/test.parquet")["text"].to_pylist()
+    test_x = scipy.sparse.load_npz(features / "test.npz")
+    assert abs(vectorizer.transform(test_text) - test_x).max() == 0  # as predict would see it
+    # The sequence models read the words alone.
+    assert not any(":" in word for text in test_text for word in word_analyzer(vectorizer)(text))
+
+
+def test_header_fields_must_be_header_names(project):
+    project.edit_params("vectorize.header_fields", "subject")
+    result = project.stage("vectorize", check=False)
+    assert result.returncode == 2
+    assert "vectorize.header_fields" in result.stderr and "[subject]" in result.stderr
