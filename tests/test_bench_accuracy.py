@@ -92,3 +92,12 @@ def test_a_rerun_row_takes_the_place_of_the_old_one():
     rows = [row("seed", "gru", 0.9), row("seed", "lstm", 0.8)]
     assert accuracy.put_row(rows, row("seed", "gru", 0.7)) == [row("seed", "gru", 0.7), rows[1]]
     assert accuracy.put_row(rows, row("bydate", "gru", 0.6)) == rows + [row("bydate", "gru", 0.6)]
+
+
+def test_header_term_rows_only_where_headers_are_kept(capsys):
+    accuracy.main(["--dry-run", "--settings", "bydate,bydate-clean",
+                   "--models", "subject-rnn,full-rnn"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" -n ")[1].split()[0] for line in printed] == [
+        "bydate-subject-rnn", "bydate-full-rnn", "bydate-clean-full-rnn"]
+    assert "-S 'vectorize.header_fields=[subject]'" in printed[0]
