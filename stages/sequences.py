@@ -2,9 +2,10 @@
 
 For the models with ``input: sequence``.  Each document becomes the ids of its words, in
 order.  The words are the vectorizer's (its preprocessing, token pattern and lowercasing;
-single words even where ``vectorize.ngram_range`` adds n-grams), but the vocabulary is the
-sequence models' own (``sequences`` in params.yaml): every word of at least ``min_df`` train
-documents, or the ``max_features`` of them in the most documents — not the bag of words'
+single words even where ``vectorize.ngram_range`` adds n-grams or ``header_fields`` header
+terms: stages/terms.py), but the vocabulary is the sequence models' own (``sequences`` in
+params.yaml): every word of at least ``min_df`` train documents, or the ``max_features`` of
+them in the most documents — not the bag of words'
 10,000 terms, because a sequence model reads each word through an embedding row whose
 gradient costs only the words a batch holds (stages/train.py, make_optimizer).  Ids follow
 the words' alphabetical order (data/sequences/vocabulary.json); words outside the vocabulary
