@@ -166,6 +166,8 @@ SCHEMA = {
         "weighting": ("count", choice("count", "binary", "tfidf")),
         # Header lines (e.g. [subject]) whose words are also terms of their own (stages/terms.py).
         "header_fields": ([], header_fields),
+        # Character n-grams (within words) as a second block of terms (stages/terms.py).
+        "char_ngram_range": (None, optional(ngram_range)),
     },
     # The sequence models' own vocabulary (stage sequences): words of at least min_df train
     # documents; max_features, if set, keeps those in the most documents.

@@ -6,6 +6,10 @@ Newsgroups a Subject names its thread and every reply repeats it, so its words s
 the newsgroup than the same words in a body; as one term a bag of words can weigh them only
 once.  The analyzer is a picklable object, so the fitted vectorizer applies it to new text in
 ``predict`` as it did in ``vectorize``.
+
+``vectorize.char_ngram_range`` (default none) adds a second block of terms, the character n-grams
+within words: where the headers are gone, spellings, word forms and the words a vocabulary cut
+drops still carry some evidence.
 """
 import copy
 import re
@@ -76,9 +80,18 @@ def vectorizer_options(p):
             "ngram_range": tuple(p["ngram_range"])}
 
 
+def char_options(p):
+    """The vectorizer arguments of the character n-gram block (``char_ngram_range``): n-grams
+    within words, each word padded with a space (scikit-learn's ``char_wb``)."""
+    return {"analyzer": "char_wb", "lowercase": p["lowercase"],
+            "ngram_range": tuple(p["char_ngram_range"])}
+
+
 def word_analyzer(vectorizer):
     """The fitted vectorizer's analyzer for single words: text → its words, in order (its
-    preprocessing, token pattern and lowercasing; no n-grams, no header terms)."""
+    preprocessing, token pattern and lowercasing; no n-grams, no header terms, no characters)."""
+    if hasattr(vectorizer, "transformer_list"):  # words and character n-grams side by side
+        vectorizer = dict(vectorizer.transformer_list)["words"]
     if isinstance(vectorizer.analyzer, HeaderTerms):
         return vectorizer.analyzer.words
     unigrams = copy.copy(vectorizer)

@@ -3,9 +3,9 @@
 Fitted on the train split only.  The default is the seed's
 ``CountVectorizer(max_features=10000, token_pattern=r'\\b\\w+\\b')``, with ties at the vocabulary's
 cut broken the same way on every machine (see fit_vectorizer); ``weighting`` switches to
-binary presence or sublinear tf-idf, and ``header_fields`` adds header words as terms of their
-own (stages/terms.py).  Matrices are float32 CSR (``scipy.sparse.save_npz``),
-never densified.
+binary presence or sublinear tf-idf, ``header_fields`` adds header words as terms of their
+own, and ``char_ngram_range`` a second block of character n-grams (stages/terms.py).  Matrices
+are float32 CSR (``scipy.sparse.save_npz``), never densified.
 """
 import argparse
 import sys
@@ -16,11 +16,30 @@ from stages import params
 from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, read_parquet, save_csr, write_json
 from stages.paths import FEATURES, FEATURES_META, LABELS, SPLIT_TEST, SPLIT_TRAIN, VECTORIZER
-from stages.terms import vectorizer_options
+from stages.terms import char_options, vectorizer_options
 
 
 def fit_vectorizer(p, texts):
-    """(fitted vectorizer, train matrix) for the ``vectorize`` params, reading ``texts`` once.
+    """(fitted vectorizer, train matrix) for the ``vectorize`` params.
+
+    With ``char_ngram_range`` the features are two blocks side by side, the words' and the
+    character n-grams', each fitted (and, for tf-idf, normalised) on its own with the same
+    settings: one norm over both would leave the few hundred words of a message a small share
+    of its thousands of character n-grams.  The fitted vectorizer is then a FeatureUnion.
+    """
+    from scipy import sparse
+    from sklearn.pipeline import FeatureUnion
+
+    words, train_x = fit_terms(p, texts, vectorizer_options(p))
+    if not p["char_ngram_range"]:
+        return words, train_x
+    chars, char_x = fit_terms(p, texts, char_options(p))
+    return (FeatureUnion([("words", words), ("chars", chars)]),
+            sparse.hstack([train_x, char_x], format="csr", dtype=np.float32))
+
+
+def fit_terms(p, texts, options):
+    """(fitted vectorizer, train matrix) over the terms ``options`` make, reading ``texts`` once.
 
     The vocabulary is scikit-learn's (terms within min_df/max_df, the ``max_features`` most
     frequent) except among terms of equal frequency at the cut, where the alphabetically first
@@ -30,7 +49,7 @@ def fit_vectorizer(p, texts):
     """
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 
-    tokens = dict(vectorizer_options(p), dtype=np.float32)
+    tokens = dict(options, dtype=np.float32)
     binary = p["weighting"] == "binary"
     counter = CountVectorizer(binary=binary, min_df=p["min_df"], max_df=p["max_df"], **tokens)
     counts = counter.fit_transform(texts)
@@ -74,7 +93,8 @@ def main(argv):
             np.savez(f, train=train["label"].to_numpy(), test=test["label"].to_numpy())
     # scikit-learn caches id(stop_words) to skip a repeated check; the id differs per process
     # and would make the pickle (and its DVC hash) differ on every run.
-    vars(vectorizer).pop("_stop_words_id", None)
+    for part in getattr(vectorizer, "transformer_list", [("words", vectorizer)]):
+        vars(part[1]).pop("_stop_words_id", None)
     with atomic_path(VECTORIZER) as tmp:
         joblib.dump(vectorizer, tmp)
     write_json(FEATURES_META, {"classes": [classes[i] for i in sorted(classes)],

@@ -1,5 +1,6 @@
 """fetch → split → vectorize on the tiny archive, checked against scikit-learn itself."""
 import codecs
+import json
 import pickle
 import tarfile
 
@@ -206,3 +207,44 @@ def test_header_fields_must_be_header_names(project):
     result = project.stage("vectorize", check=False)
     assert result.returncode == 2
     assert "vectorize.header_fields" in result.stderr and "[subject]" in result.stderr
+
+
+def test_char_ngrams_are_a_second_block_beside_the_unchanged_words(project):
+    import joblib
+
+    from stages.terms import word_analyzer
+
+    for stage in ("fetch", "split"):
+        project.stage(stage)
+    project.edit_params("vectorize.weighting", "tfidf")
+    project.edit_params("vectorize.max_features", None)
+    features = project.path / "data/features"
+    project.stage("vectorize")
+    words_x = scipy.sparse.load_npz(features / "train.npz")
+    words_vectorizer = joblib.load(features / "vectorizer.joblib")
+
+    project.edit_params("vectorize.char_ngram_range", [2, 4])
+    project.stage("vectorize")
+    train_x = scipy.sparse.load_npz(features / "train.npz")
+    n_words = words_x.shape[1]
+    assert train_x.shape[1] > n_words
+    assert json.loads((features / "meta.json").read_text())["n_features"] == train_x.shape[1]
+    assert abs(train_x[:, :n_words] - words_x).max() == 0
+    # Each block is normalised on its own: the words keep their weight beside the n-grams.
+    chars = train_x[:, n_words:]
+    norms = np.sqrt(chars.multiply(chars).sum(axis=1)).A1
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+
+    vectorizer = joblib.load(features / "vectorizer.joblib")
+    test_text = pq.read_table(project.path / "data/split/test.parquet")["text"].to_pylist()
+    test_x = scipy.sparse.load_npz(features / "test.npz")
+    assert abs(vectorizer.transform(test_text) - test_x).max() == 0  # as predict would see it
+    assert ([word_analyzer(vectorizer)(text) for text in test_text]
+            == [word_analyzer(words_vectorizer)(text) for text in test_text])
+
+
+def test_char_ngram_range_must_be_a_range(project):
+    project.edit_params("vectorize.char_ngram_range", [4, 2])
+    result = project.stage("vectorize", check=False)
+    assert result.returncode == 2
+    assert "vectorize.char_ngram_range" in result.stderr and "min_n <= max_n" in result.stderr
