@@ -87,11 +87,16 @@ def char_options(p):
             "ngram_range": tuple(p["char_ngram_range"])}
 
 
+def blocks(vectorizer):
+    """The fitted vectorizer's blocks of terms: the words' vectorizer, then, with
+    ``char_ngram_range``, the character n-grams' (vectorize joins them in a FeatureUnion)."""
+    return [part for _, part in getattr(vectorizer, "transformer_list", [(None, vectorizer)])]
+
+
 def word_analyzer(vectorizer):
     """The fitted vectorizer's analyzer for single words: text → its words, in order (its
     preprocessing, token pattern and lowercasing; no n-grams, no header terms, no characters)."""
-    if hasattr(vectorizer, "transformer_list"):  # words and character n-grams side by side
-        vectorizer = dict(vectorizer.transformer_list)["words"]
+    vectorizer = blocks(vectorizer)[0]
     if isinstance(vectorizer.analyzer, HeaderTerms):
         return vectorizer.analyzer.words
     unigrams = copy.copy(vectorizer)

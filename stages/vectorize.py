@@ -2,7 +2,7 @@
 
 Fitted on the train split only.  The default is the seed's
 ``CountVectorizer(max_features=10000, token_pattern=r'\\b\\w+\\b')``, with ties at the vocabulary's
-cut broken the same way on every machine (see fit_vectorizer); ``weighting`` switches to
+cut broken the same way on every machine (see fit_terms); ``weighting`` switches to
 binary presence or sublinear tf-idf, ``header_fields`` adds header words as terms of their
 own, and ``char_ngram_range`` a second block of character n-grams (stages/terms.py).  Matrices
 are float32 CSR (``scipy.sparse.save_npz``), never densified.
@@ -16,7 +16,7 @@ from stages import params
 from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, read_parquet, save_csr, write_json
 from stages.paths import FEATURES, FEATURES_META, LABELS, SPLIT_TEST, SPLIT_TRAIN, VECTORIZER
-from stages.terms import char_options, vectorizer_options
+from stages.terms import blocks, char_options, vectorizer_options
 
 
 def fit_vectorizer(p, texts):
@@ -93,8 +93,8 @@ def main(argv):
             np.savez(f, train=train["label"].to_numpy(), test=test["label"].to_numpy())
     # scikit-learn caches id(stop_words) to skip a repeated check; the id differs per process
     # and would make the pickle (and its DVC hash) differ on every run.
-    for part in getattr(vectorizer, "transformer_list", [("words", vectorizer)]):
-        vars(part[1]).pop("_stop_words_id", None)
+    for block in blocks(vectorizer):
+        vars(block).pop("_stop_words_id", None)
     with atomic_path(VECTORIZER) as tmp:
         joblib.dump(vectorizer, tmp)
     write_json(FEATURES_META, {"classes": [classes[i] for i in sorted(classes)],
