@@ -101,3 +101,12 @@ def test_header_term_rows_only_where_headers_are_kept(capsys):
     assert [line.split(" -n ")[1].split()[0] for line in printed] == [
         "bydate-subject-rnn", "bydate-full-rnn", "bydate-clean-full-rnn"]
     assert "-S 'vectorize.header_fields=[subject]'" in printed[0]
+
+
+def test_char_bigram_rows_only_where_headers_are_removed(capsys):
+    accuracy.main(["--dry-run", "--models", "char-bigram-rnn,char-rnn"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" -n ")[1].split()[0] for line in printed] == [
+        "seed-char-rnn", "bydate-char-rnn", "bydate-clean-char-bigram-rnn", "bydate-clean-char-rnn"]
+    assert "-S 'vectorize.ngram_range=[1,2]'" in printed[2]
+    assert "-S 'vectorize.char_ngram_range=[2,5]'" in printed[2]
