@@ -62,11 +62,22 @@ CHARS = {**FULL_FEATURES, "vectorize.char_ngram_range": "[2,5]"}
 # LinearSVC 0.7203 against 0.7115).  Only on bydate-clean: where the headers are kept the Subject
 # terms do better (subject-*) and character n-grams did not help (char-* there).
 CHAR_BIGRAMS = {**CHARS, "vectorize.ngram_range": "[1,2]"}
-HEADERLESS_ONLY = {"char-bigram-rnn", "char-bigram-lstm", "char-bigram-gru", "char-bigram-baseline"}
 
 
 def wide(model, hidden=256):
     return {f"models.{model}.hidden_size": str(hidden), f"models.{model}.dropout": "0.5"}
+
+
+def char_entries(name, features):
+    """``<name>-rnn``, ``-lstm``, ``-gru`` over ``features`` with lazy_adam and the same 512 gate
+    columns (hidden 512, 128, 170), and ``<name>-baseline``: the LinearSVC on them."""
+    entries = {f"{name}-{model}": (model, {**features, **TRAINING, **wide(model, hidden),
+                                          "train.optimizer": "lazy_adam"}, f"evaluate@{model}")
+               for model, hidden in (("rnn", 512), ("lstm", 128), ("gru", 170))}
+    return {**entries, f"{name}-baseline": ("baseline", features, "baseline")}
+
+
+CHAR_BIGRAM_ENTRIES = char_entries("char-bigram", CHAR_BIGRAMS)
 
 
 # name -> (model, parameter overrides, the dvc target that leaves metrics/<model>.json)
@@ -92,14 +103,8 @@ ENTRIES = {
                                            "train.optimizer": "lazy_adam"}, f"evaluate@{model}")
        for model, hidden in (("rnn", 768), ("lstm", 192), ("gru", 256))},
     "subject-bigram-baseline": ("baseline", {**BIGRAMS, **SUBJECT}, "baseline"),
-    **{f"char-{model}": (model, {**CHARS, **TRAINING, **wide(model, hidden),
-                                 "train.optimizer": "lazy_adam"}, f"evaluate@{model}")
-       for model, hidden in (("rnn", 512), ("lstm", 128), ("gru", 170))},
-    "char-baseline": ("baseline", CHARS, "baseline"),
-    **{f"char-bigram-{model}": (model, {**CHAR_BIGRAMS, **TRAINING, **wide(model, hidden),
-                                        "train.optimizer": "lazy_adam"}, f"evaluate@{model}")
-       for model, hidden in (("rnn", 512), ("lstm", 128), ("gru", 170))},
-    "char-bigram-baseline": ("baseline", CHAR_BIGRAMS, "baseline"),
+    **char_entries("char", CHARS),
+    **CHAR_BIGRAM_ENTRIES,
     # lstm_seq reading the first 150 known words instead of 100 (about 1.5x the time), gru_seq
     # 200 instead of 150.
     "long-lstm_seq": ("lstm_seq", {"models.lstm_seq.max_length": "150"},
@@ -126,11 +131,11 @@ def in_params_file(key):
 
 def applies(setting, entry):
     """Whether the grid holds ``entry`` on ``setting``: header terms only where headers are kept,
-    the HEADERLESS_ONLY entries only where they are removed."""
+    char-bigram-* only where they are removed."""
     headers_removed = "headers" in SETTINGS[setting].get("fetch.remove", "")
     if "vectorize.header_fields" in ENTRIES[entry][1]:
         return not headers_removed
-    return headers_removed or entry not in HEADERLESS_ONLY
+    return headers_removed or entry not in CHAR_BIGRAM_ENTRIES
 
 
 def command(setting, entry):
