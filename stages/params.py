@@ -197,6 +197,9 @@ SCHEMA = {
         # epochs without improvement (0: run every epoch).  0.0 = off, the seed's setting.
         "validation_fraction": (0.0, number(0.0, 0.5, high_open=True)),
         "patience": (0, integer(0)),
+        # > 0: from this epoch on the model is the mean of the weights after each epoch
+        # (stochastic weight averaging; with a validation slice, the mean is what it scores).
+        "swa_start": (0, integer(0)),
     },
     "model": {
         "cell": ("lstm", choice("rnn", "lstm", "gru")),
@@ -219,7 +222,7 @@ SCHEMA = {
 # What one model may set for itself instead of the train section's value (null: train's).  A
 # model's own settings live in its models.<name> section, so editing them reruns that model only.
 TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "schedule", "warmup",
-                      "optimizer")
+                      "optimizer", "swa_start")
 SCHEMA["model"].update({key: (None, optional(SCHEMA["train"][key][1])) for key in TRAINING_OVERRIDES})
 # The `models` section maps a model name (a train/evaluate matrix entry) to a "model" schema.
 SECTIONS = ("fetch", "split", "vectorize", "sequences", "train", "models", "baseline")
@@ -289,7 +292,11 @@ def load(section, path=PARAMS_FILE):
 def training_params(name, path=PARAMS_FILE):
     """The train section with model ``name``'s own overrides applied (what trains it)."""
     settings, model = load("train", path), model_params(name, path)
-    return dict(settings, **{key: model[key] for key in TRAINING_OVERRIDES if model[key] is not None})
+    settings.update({key: model[key] for key in TRAINING_OVERRIDES if model[key] is not None})
+    if settings["swa_start"] > settings["epochs"]:
+        raise PipelineError(f"{path}: swa_start {settings['swa_start']} is past model {name}'s "
+                            f"last epoch ({settings['epochs']}); set it to at most epochs, or 0")
+    return settings
 
 
 def model_params(name, path=PARAMS_FILE):

@@ -1,8 +1,10 @@
-"""What shapes each optimizer step besides Adam itself: the learning-rate schedule and
-gradient clipping (``train.schedule``, ``warmup``, ``grad_clip``, or a model's overrides)."""
+"""What shapes each optimizer step besides Adam itself: the learning-rate schedule, gradient
+clipping and weight averaging (``train.schedule``, ``warmup``, ``grad_clip``, ``swa_start``, or
+a model's overrides)."""
 import math
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
 
 
 class LearningRate:
@@ -69,3 +71,13 @@ def unique_rows(grad):
     if rows.shape[0] == 1 and bool((rows[0, 1:] > rows[0, :-1]).all()):
         return grad
     return grad.coalesce()
+
+
+def average_of(model):
+    """Stochastic weight averaging (Izmailov et al. 2018, ``train.swa_start``): a copy of
+    ``model`` whose ``update_parameters(model)`` makes its weights the mean of every state it
+    was given.  Once training has fitted the train split, each epoch's weights wander around a
+    good solution; their mean sits nearer its middle and scores more steadily than any one of
+    them.  The mean is updated in place (torch's in-place foreach form, which AveragedModel
+    uses by itself only on accelerators): the large input matrix is never held a third time."""
+    return AveragedModel(model, multi_avg_fn=get_swa_multi_avg_fn())

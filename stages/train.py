@@ -163,6 +163,7 @@ def train(name, p, model_p, group):
     epoch_steps = steps_per_epoch(len(labels), batches.batch_size, group.world_size)
     trained = len(labels) - len(labels) % group.world_size  # documents an epoch reads
     schedule = steps.LearningRate(optimizer, p, total_steps=epochs * epoch_steps)
+    averaged = None  # train.swa_start: the running mean of the weights after each epoch
     for epoch in range(1, epochs + 1):
         model.train()
         started = time.perf_counter()
@@ -198,8 +199,13 @@ def train(name, p, model_p, group):
         row = (epoch, epoch_loss / trained, epoch_correct / trained)
         line = (f"train {name}: epoch {epoch}/{epochs} loss {row[1]:.4f} "
                 f"accuracy {row[2]:.4f} ({seconds:.1f} s)")
+        if p["swa_start"] and epoch >= p["swa_start"]:
+            if averaged is None:
+                averaged = steps.average_of(model)
+            averaged.update_parameters(model)
         if early:
-            val_loss, val_accuracy, improved = early.update(epoch, model, device)
+            scored = model if averaged is None else averaged.module
+            val_loss, val_accuracy, improved = early.update(epoch, scored, device)
             row += (val_loss, val_accuracy)
             line += f" val loss {val_loss:.4f} accuracy {val_accuracy:.4f}{' *' if improved else ''}"
         log.append(row)
@@ -214,8 +220,14 @@ def train(name, p, model_p, group):
     if early:
         model.load_state_dict(early.best_state)
         checkpoint["best_epoch"] = early.best_epoch
-        print(f"train {name}: keeping epoch {early.best_epoch} (validation accuracy "
+        mean = (f", the mean of epochs {p['swa_start']}-{early.best_epoch}"
+                if averaged is not None and early.best_epoch >= p["swa_start"] else "")
+        print(f"train {name}: keeping epoch {early.best_epoch}{mean} (validation accuracy "
               f"{early.best[0]:.4f}, loss {-early.best[1]:.4f})", file=sys.stderr)
+    elif averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
+        print(f"train {name}: keeping the mean of epochs {p['swa_start']}-{len(log)}",
+              file=sys.stderr)
     checkpoint.update(config=config, state_dict=model.state_dict())
     print(f"train {name}: {sum(epoch_seconds):.1f} s in {len(epoch_seconds)} epochs",
           file=sys.stderr)

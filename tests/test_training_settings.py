@@ -1,5 +1,5 @@
 """Per-model training settings (models.<name>.* overriding train.*), the learning-rate
-schedule, gradient clipping, length-bucketed batches, the progress lines and the CPU
+schedule, gradient clipping, weight averaging, length-bucketed batches, the progress lines and the CPU
 allocator setting."""
 import io
 import math
@@ -45,6 +45,7 @@ BAD_OVERRIDES = [
     ("models.rnn_seq.grad_clip", -1, ["models.rnn_seq.grad_clip must be in [0.0, inf], got -1"]),
     ("models.rnn_seq.warmup", 1.0, ["models.rnn_seq.warmup must be in [0.0, 1.0), got 1.0"]),
     ("models.lstm.epochs", 0, ["models.lstm.epochs must be >= 1, got 0"]),
+    ("models.rnn.swa_start", -1, ["models.rnn.swa_start must be >= 0, got -1"]),
 ]
 
 
@@ -248,3 +249,56 @@ def test_cpu_training_releases_freed_memory_after_every_epoch(monkeypatch):
     *_, seconds = train.train("gru_seq", settings, model,
                               distributed.Group(device=torch.device("cpu")))
     assert len(seconds) == len(calls) == 3
+
+
+def test_averaging_that_would_start_after_the_last_epoch_is_refused(project):
+    project.edit_params("models.gru.swa_start", 11)
+    refused(project.stage("train", "gru", check=False), "params.yaml",
+            "swa_start 11 is past model gru's last epoch (10)")
+
+
+def train_small_rnn(monkeypatch, **settings):
+    """Train the rnn model (hidden 4) on a random 48 × 30 CSR matrix of 3 classes in-process;
+    return (its checkpoint, the weights early stopping scored after each epoch)."""
+    from scipy import sparse
+
+    from stages import distributed, train
+
+    features = sparse.random(48, 30, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    monkeypatch.setattr(train, "load_inputs", lambda mode, subset: (features, np.arange(48) % 3))
+    monkeypatch.setattr(train, "load_meta", lambda: {"n_features": 30, "classes": ["a", "b", "c"]})
+    scored = []
+
+    class Recording(train.EarlyStopping):
+        def update(self, epoch, model, device):
+            scored.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            return super().update(epoch, model, device)
+
+    monkeypatch.setattr(train, "EarlyStopping", Recording)
+    p = dict(params.training_params("rnn"), batch_size=8, device="cpu", **settings)
+    checkpoint, *_ = train.train("rnn", p, dict(params.model_params("rnn"), hidden_size=4),
+                                 distributed.Group(device=torch.device("cpu")))
+    return checkpoint, scored
+
+
+def mean(states):
+    return {key: sum(state[key] for state in states) / len(states) for key in states[0]}
+
+
+def test_weight_averaging_keeps_the_mean_of_the_epochs_from_swa_start(monkeypatch):
+    # A constant learning rate: n epochs' weights are those after the first n of a longer run.
+    each = [train_small_rnn(monkeypatch, epochs=n)[0]["state_dict"] for n in (2, 3, 4)]
+    averaged = train_small_rnn(monkeypatch, epochs=4, swa_start=2)[0]["state_dict"]
+    torch.testing.assert_close(averaged, mean(each))
+    assert not torch.allclose(averaged["input_weight"], each[-1]["input_weight"], atol=1e-4)
+
+
+def test_early_stopping_scores_and_keeps_the_running_mean(monkeypatch):
+    held_out = dict(epochs=4, validation_fraction=0.25)
+    _, plain = train_small_rnn(monkeypatch, **held_out)
+    kept, scored = train_small_rnn(monkeypatch, **held_out, swa_start=2)
+    # Before swa_start the model itself, then the mean of the epochs from swa_start on.
+    expected = [plain[0], plain[1], mean(plain[1:3]), mean(plain[1:4])]
+    for got, want in zip(scored, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(kept["state_dict"], scored[kept["best_epoch"] - 1])
